@@ -54,7 +54,7 @@ class Observation:
     """One plate in one frame: where it is and what it says."""
 
     detection: Detection
-    read: PlateRead
+    read: PlateRead | None  # None when the tracker said this plate needs no fresh read
     frame_index: int
     mono_ms: float
     utc: datetime
