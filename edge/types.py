@@ -59,6 +59,7 @@ class Observation:
     mono_ms: float
     utc: datetime
     crop: np.ndarray | None = None  # rectified plate crop (BGR), kept only for evidence of hits
+    frame: np.ndarray | None = None  # the full frame, only when evidence of whole frames is configured
 
 
 Direction = Literal["approaching", "receding", "unknown"]
