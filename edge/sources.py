@@ -1,0 +1,301 @@
+"""Frame sources: video files and image folders (replay, tests), network streams and USB cameras
+through OpenCV, and the Raspberry Pi camera through picamera2 (imported only when used).
+
+A source yields `Frame`s with a monotonic and a UTC timestamp. File sources use the video's own
+clock so that a replay gives the same passages however fast it runs; live sources use the
+system clocks at capture.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator, Protocol
+from urllib.parse import urlsplit, urlunsplit
+
+import cv2
+import numpy as np
+
+from edge.types import Frame
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+class SourceError(RuntimeError):
+    """A source could not be opened or stopped delivering frames; the message names it."""
+
+
+class FrameSource(Protocol):
+    """What the capture loop needs from any camera or file."""
+
+    label: str
+    live: bool  # live sources are reopened with backoff when they drop; files simply end
+
+    def open(self) -> None: ...
+    def read(self) -> Frame | None: ...  # None: a finite source has ended
+    def close(self) -> None: ...
+
+
+def redact(url: str) -> str:
+    """A stream URL without user:password, safe for logs and status."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return url
+
+
+class VideoFileSource:
+    """A video file, read frame by frame with the video's own timestamps."""
+
+    live = False
+
+    def __init__(self, path: str | Path, fps_limit: float = 0, loop: bool = False, start_utc: datetime | None = None):
+        self.path = Path(path)
+        self.label = f"file:{self.path.name}"
+        self.fps_limit = fps_limit
+        self.loop = loop
+        self._start_utc = start_utc
+        self._cap: cv2.VideoCapture | None = None
+        self._index = 0
+        self._offset_ms = 0.0
+        self._last_ms = 0.0
+        self._frame_ms = 0.0
+        self._next_due = 0.0
+
+    def open(self) -> None:
+        if not self.path.is_file():
+            raise SourceError(f"{self.path}: video file not found")
+        cap = cv2.VideoCapture(str(self.path))
+        if not cap.isOpened():
+            raise SourceError(f"{self.path}: cannot decode video (unsupported or corrupt file)")
+        fps = cap.get(cv2.CAP_PROP_FPS) or 0
+        self._frame_ms = 1000.0 / fps if 0 < fps < 1000 else 40.0
+        self._cap = cap
+        if self._start_utc is None:
+            self._start_utc = datetime.now(timezone.utc)
+        self._next_due = time.monotonic()
+
+    def read(self) -> Frame | None:
+        if self._cap is None:
+            raise SourceError(f"{self.path}: read before open")
+        ok, image = self._cap.read()
+        if not ok:
+            if self.loop and self._index > 0:
+                self._offset_ms = self._last_ms + self._frame_ms
+                self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                ok, image = self._cap.read()
+            if not ok:
+                return None
+        pos = self._cap.get(cv2.CAP_PROP_POS_MSEC)
+        # Some containers report no position; fall back to the nominal frame rate.
+        local_ms = pos if pos > 0 or self._index == 0 else self._index * self._frame_ms
+        ms = self._offset_ms + local_ms
+        if ms <= self._last_ms and self._index > 0:
+            ms = self._last_ms + self._frame_ms
+        self._last_ms = ms
+        self._pace()
+        frame = Frame(image=image, index=self._index, mono_ms=ms,
+                      utc=self._start_utc + timedelta(milliseconds=ms), source=self.label)
+        self._index += 1
+        return frame
+
+    def _pace(self) -> None:
+        if self.fps_limit > 0:
+            now = time.monotonic()
+            if self._next_due > now:
+                time.sleep(self._next_due - now)
+            self._next_due = max(now, self._next_due) + 1.0 / self.fps_limit
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class ImageFolderSource:
+    """A folder of still images in name order, as if they were frames of a video."""
+
+    live = False
+
+    def __init__(self, path: str | Path, fps: float = 10.0, loop: bool = False, start_utc: datetime | None = None):
+        self.path = Path(path)
+        self.label = f"folder:{self.path.name}"
+        self.fps = fps if fps > 0 else 10.0
+        self.loop = loop
+        self._files: list[Path] = []
+        self._pos = 0
+        self._index = 0
+        self._start_utc = start_utc
+
+    def open(self) -> None:
+        if not self.path.is_dir():
+            raise SourceError(f"{self.path}: image folder not found")
+        self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self._files:
+            raise SourceError(f"{self.path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder")
+        if self._start_utc is None:
+            self._start_utc = datetime.now(timezone.utc)
+
+    def read(self) -> Frame | None:
+        while True:
+            if self._pos >= len(self._files):
+                if not self.loop:
+                    return None
+                self._pos = 0
+            path = self._files[self._pos]
+            self._pos += 1
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                log.warning("skipping unreadable image %s", path.name)
+                continue
+            ms = self._index * 1000.0 / self.fps
+            frame = Frame(image=image, index=self._index, mono_ms=ms,
+                          utc=self._start_utc + timedelta(milliseconds=ms), source=self.label)
+            self._index += 1
+            return frame
+
+    def close(self) -> None:
+        self._files = []
+
+
+class OpenCVStreamSource:
+    """An RTSP/HTTP stream or a V4L2 (USB) camera opened with OpenCV; stamped with the system clocks."""
+
+    live = True
+
+    def __init__(self, target: str | int, label: str, width: int | None = None, height: int | None = None,
+                 read_timeout_s: float = 10.0):
+        self.target = target
+        self.label = label
+        self.width = width
+        self.height = height
+        self.read_timeout_s = read_timeout_s
+        self._cap: cv2.VideoCapture | None = None
+        self._index = 0
+
+    def open(self) -> None:
+        if isinstance(self.target, int):
+            cap = cv2.VideoCapture(self.target, cv2.CAP_V4L2)
+        elif isinstance(self.target, str) and self.target.startswith("/dev/"):
+            cap = cv2.VideoCapture(self.target, cv2.CAP_V4L2)
+        else:
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.read_timeout_s * 1000),
+                      cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.read_timeout_s * 1000)]
+            cap = cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, params)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceError(f"{self.label}: cannot open stream (unreachable, refused or not a video)")
+        if self.width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+        if self.height:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+        self._cap = cap
+
+    def read(self) -> Frame | None:
+        if self._cap is None:
+            raise SourceError(f"{self.label}: read before open")
+        ok, image = self._cap.read()
+        if not ok or image is None:
+            raise SourceError(f"{self.label}: stream stopped delivering frames")
+        frame = Frame(image=image, index=self._index, mono_ms=time.monotonic() * 1000.0,
+                      utc=datetime.now(timezone.utc), source=self.label)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class PiCameraSource:
+    """The Raspberry Pi camera through picamera2, which exists only on the Pi."""
+
+    live = True
+
+    def __init__(self, camera_num: int = 0, width: int | None = None, height: int | None = None):
+        self.camera_num = camera_num
+        self.size = (width or 1920, height or 1080)
+        self.label = f"picamera:{camera_num}"
+        self._cam = None
+        self._index = 0
+
+    def open(self) -> None:
+        try:
+            from picamera2 import Picamera2  # noqa: PLC0415 - Pi-only dependency
+        except ImportError:
+            raise SourceError(f"{self.label}: picamera2 is not installed (Raspberry Pi OS: apt install python3-picamera2)") from None
+        try:
+            cam = Picamera2(self.camera_num)
+            cam.configure(cam.create_video_configuration(main={"size": self.size, "format": "BGR888"}))
+            cam.start()
+        except Exception as e:  # picamera2 raises many kinds; name the camera and the reason
+            raise SourceError(f"{self.label}: cannot start camera: {e}") from None
+        self._cam = cam
+
+    def read(self) -> Frame | None:
+        if self._cam is None:
+            raise SourceError(f"{self.label}: read before open")
+        try:
+            image = self._cam.capture_array("main")
+        except Exception as e:
+            raise SourceError(f"{self.label}: capture failed: {e}") from None
+        frame = Frame(image=np.ascontiguousarray(image[:, :, :3]), index=self._index,
+                      mono_ms=time.monotonic() * 1000.0, utc=datetime.now(timezone.utc), source=self.label)
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        if self._cam is not None:
+            try:
+                self._cam.stop()
+                self._cam.close()
+            finally:
+                self._cam = None
+
+
+def make_source(source: str, *, width: int | None = None, height: int | None = None, fps: float = 0,
+                loop: bool = False) -> FrameSource:
+    """Build the source a config `camera.source` string names (validated already by the config)."""
+    scheme = urlsplit(source).scheme if ":" in source else ""
+    if scheme == "file":
+        rest = source.split(":", 1)[1]
+        path = Path(urlsplit(source).path if rest.startswith("//") else rest)
+        if path.is_dir():
+            return ImageFolderSource(path, fps=fps or 10.0, loop=loop)
+        return VideoFileSource(path, fps_limit=fps, loop=loop)
+    if scheme in ("rtsp", "http", "https"):
+        return OpenCVStreamSource(source, redact(source), width, height)
+    if scheme == "v4l2":
+        dev = source.split(":", 1)[1] or "/dev/video0"
+        target: str | int = int(dev) if dev.isdigit() else dev
+        return OpenCVStreamSource(target, f"v4l2:{dev}", width, height)
+    if scheme == "picamera":
+        num = source.split(":", 1)[1] or "0"
+        if not num.isdigit():
+            raise SourceError(f"{source}: picamera source needs a camera number, e.g. picamera:0")
+        return PiCameraSource(int(num), width, height)
+    raise SourceError(f"{source!r}: unknown scheme {scheme!r}, expected rtsp, http, picamera, v4l2, file")
+
+
+def source_for_path(path: str | Path) -> FrameSource:
+    """A replay source for a path given on the command line: a video file or an image folder."""
+    p = Path(path)
+    return ImageFolderSource(p) if p.is_dir() else VideoFileSource(p)
+
+
+def iterate(source: FrameSource) -> Iterator[Frame]:
+    """Open a finite source and yield all its frames, closing it at the end."""
+    source.open()
+    try:
+        while (frame := source.read()) is not None:
+            yield frame
+    finally:
+        source.close()
