@@ -1,0 +1,206 @@
+"""Hit messages: the only thing a unit ever sends about a plate.
+
+A `Hit` (a passage that matched reference lists) becomes one JSON message per destination topic,
+following the versioned schema in docs/hit.schema.json. When a passage matches lists of several
+agencies, each agency gets its own message carrying only its own lists, so no agency learns what
+another agency is looking for. Evidence images are encoded here, for hits only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import string
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from edge.configbase import Section
+from edge.types import Hit, ListMatch
+
+SCHEMA_ID = "https://anpr-edge.org/schemas/hit/1.json"
+SCHEMA_VERSION = 1
+TOPIC_FIELDS = ("device", "camera", "list", "agency", "priority")
+ClockSync = Literal["synced", "unsynced", "unknown"]
+_MATCH_RANK = {"exact": 0, "alternative": 1, "lookalike": 2}
+_TOPIC_VALUE_BAD = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class EvidenceConfig(Section):
+    mode: Literal["none", "crop", "frame", "both"] = Field(
+        "none", description="Images attached to hit messages: none, the plate crop, the full frame, or both.")
+    jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality (10-100) of evidence images.")
+    max_frame_width: int = Field(1280, ge=64, description="Evidence frames wider than this are scaled down (pixels).")
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where the camera stands; copied into every hit."""
+
+    lat: float
+    lon: float
+    road: str = ""
+    direction: str = ""
+
+
+@dataclass(frozen=True)
+class HitIdentity:
+    """Who saw the hit and how far its clock can be trusted."""
+
+    device: str
+    camera: str
+    site: Site
+    clock_sync: ClockSync = "unknown"
+
+
+@dataclass(frozen=True)
+class OutgoingHit:
+    """One message ready for the outbox: where it goes and what it says."""
+
+    topic: str
+    hit_id: str
+    message: dict
+
+    def payload(self) -> bytes:
+        return encode_hit(self.message)
+
+
+class TopicTemplateError(ValueError):
+    """A topic template names an unknown field or contains MQTT wildcards."""
+
+
+def new_hit_id(now_ms: int | None = None) -> str:
+    """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds then 74 random bits, so ids sort by time."""
+    ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
+    rand = int.from_bytes(os.urandom(10), "big")
+    rand_a = rand >> 68  # 12 bits
+    rand_b = rand & ((1 << 62) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def check_topic_template(template: str) -> str:
+    """Validate a topic template; returns it unchanged or raises TopicTemplateError naming the problem."""
+    if not template:
+        raise TopicTemplateError("topic template is empty")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise TopicTemplateError(f"topic template {template!r} is malformed: {e}") from None
+    unknown = sorted({f for f in fields if f not in TOPIC_FIELDS})
+    if unknown:
+        raise TopicTemplateError(
+            f"topic template {template!r} uses unknown field(s) {unknown}; allowed: {list(TOPIC_FIELDS)}")
+    literal = string.Formatter().vformat(template, (), {f: "x" for f in TOPIC_FIELDS})
+    if "+" in literal or "#" in literal:
+        raise TopicTemplateError(f"topic template {template!r} contains an MQTT wildcard (+ or #)")
+    if literal.startswith("$"):
+        raise TopicTemplateError(f"topic template {template!r} must not start with '$' (reserved topics)")
+    return template
+
+
+def _topic_value(value: object) -> str:
+    """Make a value safe as (part of) one topic level: no '/', no wildcards, never empty."""
+    return _TOPIC_VALUE_BAD.sub("_", str(value)) or "_"
+
+
+def render_topic(template: str, *, device: str, camera: str, match: ListMatch) -> str:
+    """Fill a topic template for one list match."""
+    check_topic_template(template)
+    return template.format(device=_topic_value(device), camera=_topic_value(camera),
+                           list=_topic_value(match.list_id), agency=_topic_value(match.agency),
+                           priority=_topic_value(match.priority))
+
+
+def _utc_iso(t: datetime) -> str:
+    if t.tzinfo is None:
+        raise ValueError("hit time must be timezone-aware UTC (got a naive datetime)")
+    return t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _jpeg_b64(image: np.ndarray, quality: int, max_width: int | None = None) -> str:
+    if image is None or not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+        raise ValueError("evidence image must be a non-empty HxW or HxWx3 uint8 array")
+    if max_width is not None and image.shape[1] > max_width:
+        scale = max_width / image.shape[1]
+        image = cv2.resize(image, (max_width, max(1, round(image.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise ValueError("evidence image could not be encoded as JPEG")
+    return base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def _match_dict(m: ListMatch) -> dict:
+    return {"list_id": m.list_id, "name": m.name, "category": m.category, "action": m.action,
+            "priority": int(m.priority), "agency": m.agency, "match_type": m.match_type,
+            "matched_text": m.matched_text, "reason_code": m.reason_code, "list_version": int(m.list_version)}
+
+
+def build_hit_message(hit: Hit, identity: HitIdentity, versions: dict, evidence: EvidenceConfig,
+                      hit_id: str | None = None) -> dict:
+    """The JSON-ready message of one hit (schema docs/hit.schema.json), with all of hit.matches."""
+    if not hit.matches:
+        raise ValueError("a hit needs at least one list match")
+    p = hit.passage
+    best = min(hit.matches, key=lambda m: _MATCH_RANK.get(m.match_type, 9))
+    msg: dict = {
+        "schema": SCHEMA_ID,
+        "schema_version": SCHEMA_VERSION,
+        "hit_id": hit_id or new_hit_id(),
+        "device": identity.device,
+        "camera": identity.camera,
+        "site": {"lat": float(identity.site.lat), "lon": float(identity.site.lon),
+                 "road": identity.site.road, "direction": identity.site.direction},
+        "time": _utc_iso(p.last_seen_utc),
+        "clock_sync": identity.clock_sync,
+        "plate": p.text,
+        "plate_formatted": p.formatted or p.text,
+        "country": p.country,
+        "confidence": round(float(p.confidence), 4),
+        "match_type": best.match_type,
+        "priority": max(int(m.priority) for m in hit.matches),
+        "matches": [_match_dict(m) for m in sorted(hit.matches, key=lambda m: -m.priority)],
+        "passage": {"frames": int(p.frames), "direction": p.direction,
+                    "first_seen": _utc_iso(p.first_seen_utc), "last_seen": _utc_iso(p.last_seen_utc),
+                    "duration_ms": round(max(0.0, p.last_seen_ms - p.first_seen_ms), 1)},
+        "versions": {str(k): v for k, v in versions.items()},
+    }
+    ev: dict = {}
+    if evidence.mode in ("crop", "both") and p.best_crop is not None:
+        ev["crop_jpeg"] = _jpeg_b64(p.best_crop, evidence.jpeg_quality)
+    if evidence.mode in ("frame", "both") and p.best_frame is not None:
+        ev["frame_jpeg"] = _jpeg_b64(p.best_frame, evidence.jpeg_quality, evidence.max_frame_width)
+    if ev:
+        msg["evidence"] = ev
+    return msg
+
+
+def encode_hit(message: dict) -> bytes:
+    """Compact UTF-8 JSON, the bytes that go into the outbox and onto the wire."""
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def route_hit(hit: Hit, identity: HitIdentity, versions: dict, evidence: EvidenceConfig,
+              default_template: str) -> list[OutgoingHit]:
+    """Split a hit by destination topic (a list's own template, or the default) and build each message.
+
+    Matches that land on the same topic share one message; each message has its own hit id.
+    """
+    groups: dict[str, list[ListMatch]] = {}
+    for m in hit.matches:
+        topic = render_topic(m.topic or default_template, device=identity.device, camera=identity.camera, match=m)
+        groups.setdefault(topic, []).append(m)
+    out = []
+    for topic, matches in groups.items():
+        sub = Hit(passage=hit.passage, matches=tuple(matches), extra=hit.extra)
+        msg = build_hit_message(sub, identity, versions, evidence)
+        out.append(OutgoingHit(topic=topic, hit_id=msg["hit_id"], message=msg))
+    return out

@@ -1,0 +1,162 @@
+"""Hit messages: schema conformance, ids, routing per agency, evidence only when configured."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.hits import (EvidenceConfig, HitIdentity, Site, TopicTemplateError, build_hit_message,
+                       check_topic_template, encode_hit, new_hit_id, render_topic, route_hit)
+from edge.types import Hit, ListMatch, Passage
+
+SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "hit.schema.json").read_text())
+
+
+def validate(instance, schema, path="$"):
+    """Checks the JSON-Schema keywords docs/hit.schema.json uses; returns a list of errors."""
+    errs = []
+    if "const" in schema and instance != schema["const"]:
+        errs.append(f"{path}: {instance!r} != const {schema['const']!r}")
+    if "enum" in schema and instance not in schema["enum"]:
+        errs.append(f"{path}: {instance!r} not in {schema['enum']}")
+    t = schema.get("type")
+    types = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float)}
+    if t and (not isinstance(instance, types[t]) or isinstance(instance, bool)):
+        return errs + [f"{path}: expected {t}, got {type(instance).__name__}"]
+    if isinstance(instance, str):
+        if "pattern" in schema and not re.search(schema["pattern"], instance):
+            errs.append(f"{path}: {instance!r} does not match {schema['pattern']}")
+        if len(instance) < schema.get("minLength", 0):
+            errs.append(f"{path}: too short")
+    if isinstance(instance, (int, float)) and not isinstance(instance, bool):
+        if "minimum" in schema and instance < schema["minimum"]:
+            errs.append(f"{path}: below minimum")
+        if "maximum" in schema and instance > schema["maximum"]:
+            errs.append(f"{path}: above maximum")
+    if isinstance(instance, dict):
+        props = schema.get("properties", {})
+        for k in schema.get("required", []):
+            if k not in instance:
+                errs.append(f"{path}: missing {k}")
+        for k, v in instance.items():
+            if k in props:
+                errs += validate(v, props[k], f"{path}.{k}")
+            elif schema.get("additionalProperties") is False:
+                errs.append(f"{path}: unexpected key {k}")
+    if isinstance(instance, list):
+        if len(instance) < schema.get("minItems", 0):
+            errs.append(f"{path}: fewer than {schema['minItems']} items")
+        for i, v in enumerate(instance):
+            errs += validate(v, schema.get("items", {}), f"{path}[{i}]")
+    return errs
+
+
+T0 = datetime(2026, 11, 28, 12, 0, 0, 123000, tzinfo=timezone.utc)
+IDENT = HitIdentity("unit-7", "cam1", Site(52.0116, 4.3571, "A13", "Rotterdam"), "synced")
+
+
+def make_passage(text="XSNB23", crop=True, frame=True) -> Passage:
+    rng = np.random.default_rng(1)
+    return Passage(track_id=3, text=text, formatted="XS-NB-23", country="NL", confidence=0.973,
+                   char_confidences=(0.99,) * len(text), alternatives=(), first_seen_ms=1000.0,
+                   last_seen_ms=1840.0, first_seen_utc=T0, last_seen_utc=T0 + timedelta(milliseconds=840),
+                   frames=9, direction="approaching",
+                   best_crop=rng.integers(0, 255, (40, 180, 3), dtype=np.uint8) if crop else None,
+                   best_frame=rng.integers(0, 255, (1080, 1920, 3), dtype=np.uint8) if frame else None)
+
+
+def make_match(list_id="L-stolen", agency="politie", topic="", priority=5, match_type="exact") -> ListMatch:
+    return ListMatch(list_id=list_id, name="Stolen vehicles", category="stolen_vehicle", action="intercept",
+                     priority=priority, agency=agency, topic=topic, match_type=match_type,
+                     matched_text="XSNB23", reason_code="S1", list_version=42)
+
+
+VERSIONS = {"detector": "det-2026.11", "recognizer": "rec-2026.11", "lists": 42}
+
+
+def test_hit_ids_are_uuid7_unique_and_time_sorted():
+    ids = [new_hit_id(now_ms=1_700_000_000_000 + i) for i in range(500)]
+    pat = SCHEMA["properties"]["hit_id"]["pattern"]
+    assert all(re.match(pat, i) for i in ids)
+    assert ids == sorted(ids)
+    same_ms = {new_hit_id(now_ms=5) for _ in range(2000)}
+    assert len(same_ms) == 2000
+    assert new_hit_id(now_ms=1_700_000_000_000)[:13] == "018bcfe5-6800"  # ms timestamp in the first 48 bits
+
+
+def test_message_follows_published_schema_without_evidence():
+    msg = build_hit_message(Hit(make_passage(), (make_match(),)), IDENT, VERSIONS, EvidenceConfig())
+    assert validate(msg, SCHEMA) == []
+    assert msg["time"] == "2026-11-28T12:00:00.963Z" and msg["passage"]["first_seen"] == "2026-11-28T12:00:00.123Z"
+    assert msg["plate"] == "XSNB23" and msg["plate_formatted"] == "XS-NB-23" and msg["country"] == "NL"
+    assert msg["site"] == {"lat": 52.0116, "lon": 4.3571, "road": "A13", "direction": "Rotterdam"}
+    assert msg["clock_sync"] == "synced" and msg["passage"]["frames"] == 9
+    assert msg["matches"][0]["list_id"] == "L-stolen" and msg["versions"]["lists"] == 42
+    assert "evidence" not in msg
+    assert json.loads(encode_hit(msg)) == msg
+
+
+def test_validator_rejects_bad_messages():
+    msg = build_hit_message(Hit(make_passage(), (make_match(),)), IDENT, VERSIONS, EvidenceConfig())
+    bad = dict(msg, hit_id="not-a-uuid", extra_field=1)
+    bad["site"] = dict(msg["site"], lat=123.0)
+    errs = validate(bad, SCHEMA)
+    assert any("hit_id" in e for e in errs) and any("extra_field" in e for e in errs) and any("lat" in e for e in errs)
+
+
+@pytest.mark.parametrize("mode,keys", [("crop", {"crop_jpeg"}), ("frame", {"frame_jpeg"}),
+                                       ("both", {"crop_jpeg", "frame_jpeg"})])
+def test_evidence_is_jpeg_and_frame_is_scaled(mode, keys):
+    msg = build_hit_message(Hit(make_passage(), (make_match(),)), IDENT, VERSIONS,
+                            EvidenceConfig(mode=mode, jpeg_quality=70, max_frame_width=640))
+    assert validate(msg, SCHEMA) == [] and set(msg["evidence"]) == keys
+    for k in keys:
+        img = cv2.imdecode(np.frombuffer(base64.b64decode(msg["evidence"][k]), np.uint8), cv2.IMREAD_COLOR)
+        assert img is not None
+        assert img.shape[:2] == ((40, 180) if k == "crop_jpeg" else (360, 640))
+
+
+def test_evidence_absent_when_passage_has_no_images():
+    msg = build_hit_message(Hit(make_passage(crop=False, frame=False), (make_match(),)), IDENT, VERSIONS,
+                            EvidenceConfig(mode="both"))
+    assert "evidence" not in msg and validate(msg, SCHEMA) == []
+
+
+def test_routing_splits_by_agency_topic_and_keeps_lists_apart():
+    hit = Hit(make_passage(), (make_match("L-a", "politie", priority=3),
+                               make_match("L-b", "douane", topic="customs/{device}/{list}", priority=9),
+                               make_match("L-c", "politie", priority=7, match_type="lookalike")))
+    out = route_hit(hit, IDENT, VERSIONS, EvidenceConfig(), "anpr/{agency}/{device}/hits")
+    by_topic = {o.topic: o for o in out}
+    assert set(by_topic) == {"anpr/politie/unit-7/hits", "customs/unit-7/L-b"}
+    pol = by_topic["anpr/politie/unit-7/hits"].message
+    assert [m["list_id"] for m in pol["matches"]] == ["L-c", "L-a"]  # most urgent first
+    assert pol["priority"] == 7 and pol["match_type"] == "exact"
+    assert [m["list_id"] for m in by_topic["customs/unit-7/L-b"].message["matches"]] == ["L-b"]
+    assert len({o.hit_id for o in out}) == 2
+    assert all(validate(o.message, SCHEMA) == [] for o in out)
+    assert json.loads(out[0].payload())["hit_id"] == out[0].hit_id
+
+
+def test_topic_templates_are_checked_and_values_sanitised():
+    assert check_topic_template("anpr/{agency}/{priority}/{camera}") == "anpr/{agency}/{priority}/{camera}"
+    for bad, word in [("anpr/{plate}/x", "unknown field"), ("anpr/+/x", "wildcard"), ("anpr/#", "wildcard"),
+                      ("$SYS/{device}", "reserved"), ("", "empty"), ("anpr/{device", "malformed")]:
+        with pytest.raises(TopicTemplateError, match=word):
+            check_topic_template(bad)
+    t = render_topic("a/{agency}/{list}", device="d", camera="c", match=make_match("x/+#", agency=""))
+    assert t == "a/_/x___"
+
+
+def test_naive_time_is_refused_with_a_clear_error():
+    p = make_passage()
+    naive = Passage(**{**p.__dict__, "last_seen_utc": datetime(2026, 1, 1)})
+    with pytest.raises(ValueError, match="timezone-aware"):
+        build_hit_message(Hit(naive, (make_match(),)), IDENT, VERSIONS, EvidenceConfig())
