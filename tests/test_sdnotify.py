@@ -1,0 +1,145 @@
+"""sd_notify over a real AF_UNIX datagram socket bound as $NOTIFY_SOCKET, as systemd does."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+
+import pytest
+
+from edge.sdnotify import SdNotifyError, Watchdog, notify, watchdog_interval_s
+
+
+@pytest.fixture
+def notify_socket(tmp_path, monkeypatch):
+    """A bound datagram socket standing in for systemd's notify socket (path form)."""
+    path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(1.0)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    yield sock
+    sock.close()
+
+
+def received(sock: socket.socket) -> list[str]:
+    """Every datagram waiting on the socket, without blocking."""
+    out = []
+    sock.setblocking(False)
+    try:
+        while True:
+            out.append(sock.recv(4096).decode())
+    except BlockingIOError:
+        pass
+    finally:
+        sock.settimeout(1.0)
+    return out
+
+
+def test_ready_status_stopping_arrive_as_datagrams(notify_socket):
+    assert notify("READY=1", "STATUS=reading plates from v4l2:/dev/video0")
+    assert notify_socket.recv(4096).decode() == "READY=1\nSTATUS=reading plates from v4l2:/dev/video0"
+    assert notify("STOPPING=1")
+    assert notify_socket.recv(4096).decode() == "STOPPING=1"
+
+
+def test_status_newline_cannot_inject_an_assignment(notify_socket):
+    assert notify("STATUS=camera lost\nREADY=1")
+    assert notify_socket.recv(4096).decode() == "STATUS=camera lost READY=1"
+    with pytest.raises(ValueError, match="not KEY=VALUE"):
+        notify("READY")
+
+
+def test_abstract_socket(monkeypatch):
+    name = f"anpr-edge-test-{uuid.uuid4().hex}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(1.0)
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        assert notify("READY=1")
+        assert sock.recv(4096) == b"READY=1"
+
+
+def test_noop_without_systemd(monkeypatch):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    assert notify("READY=1") is False
+    wd = Watchdog()
+    assert not wd.enabled
+    wd.frame_seen()
+    assert wd.tick() is False
+
+
+def test_send_failure_is_reported_not_raised(tmp_path, monkeypatch):
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "nobody-listens.sock"))
+    assert notify("READY=1") is False
+
+
+def test_watchdog_env_parsing(monkeypatch):
+    assert watchdog_interval_s({"WATCHDOG_USEC": "30000000"}) == 30.0
+    assert watchdog_interval_s({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}) == 30.0
+    assert watchdog_interval_s({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid() + 1)}) is None
+    assert watchdog_interval_s({}) is None
+    with pytest.raises(SdNotifyError, match="WATCHDOG_USEC='soon'"):
+        watchdog_interval_s({"WATCHDOG_USEC": "soon"})
+
+
+def test_watchdog_feeds_only_while_frames_flow(notify_socket, monkeypatch):
+    """Simulated clock, real socket: keep-alives stop once frames have been absent for WatchdogSec/2."""
+    monkeypatch.setenv("WATCHDOG_USEC", "20000000")  # WatchdogSec=20s: frames must be < 10 s old
+    now = [1000.0]
+    wd = Watchdog(clock=lambda: now[0])
+    assert wd.enabled and wd.window_s == 10.0
+
+    assert wd.tick() is False, "no frame yet: no keep-alive before the camera delivers"
+    assert received(notify_socket) == []
+
+    sent_while_flowing = 0
+    for _ in range(60):  # 30 s of frames at 2 fps, a tick per frame
+        now[0] += 0.5
+        wd.frame_seen()
+        sent_while_flowing += wd.tick()
+    msgs = received(notify_socket)
+    assert msgs == ["WATCHDOG=1"] * sent_while_flowing
+    # rate-limited to one per WatchdogSec/4 = 5 s, yet well inside WatchdogSec
+    assert 5 <= sent_while_flowing <= 7
+
+    # the camera stops: ticks go on (the main loop is alive) but no frame arrives
+    sent_after_stop = 0
+    for _ in range(40):  # 20 s
+        now[0] += 0.5
+        sent_after_stop += wd.tick()
+    assert sent_after_stop <= 2, "at most the keep-alives due within the 10 s grace window"
+    assert received(notify_socket) == ["WATCHDOG=1"] * sent_after_stop
+    late = [wd.tick() for _ in range(5)]
+    assert late == [False] * 5 and received(notify_socket) == []
+    assert wd.withheld > 0
+
+    # frames again: feeding resumes at once
+    now[0] += 0.5
+    wd.frame_seen()
+    assert wd.tick() is True
+    assert received(notify_socket) == ["WATCHDOG=1"]
+
+
+def test_watchdog_real_time(notify_socket, monkeypatch):
+    """Wall clock, real socket: with WatchdogSec=0.4 s, a frame gap of 0.3 s stops the feeding."""
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    wd = Watchdog()
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:
+        wd.frame_seen()
+        wd.tick()
+        time.sleep(0.02)
+    fed = received(notify_socket)
+    assert len(fed) >= 3 and set(fed) == {"WATCHDOG=1"}
+    time.sleep(0.3)  # frames stopped for longer than WatchdogSec/2
+    for _ in range(10):
+        assert wd.tick() is False
+        time.sleep(0.02)
+    assert received(notify_socket) == []
