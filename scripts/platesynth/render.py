@@ -1,0 +1,321 @@
+"""Draw clean, frontal licence plates: colours, EU strip with stars, one- and two-row layouts.
+
+Glyphs come from condensed bold fonts of Debian font packages (no free copy of the Dutch
+anti-fraud typeface exists), mixed so a model does not learn one font. Output is BGR uint8,
+the image is the plate itself, so its corners are the image corners.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .texts import PlateText, random_nl_text, random_text
+
+_FONT_CANDIDATES = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansMono-Bold.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSansNarrow-Bold.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Bold.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationMono-Bold.ttf",
+    "/usr/share/fonts/opentype/urw-base35/NimbusSansNarrow-Bold.otf",
+    "/usr/share/fonts/opentype/urw-base35/NimbusSansNarrow-Regular.otf",
+    "/usr/share/fonts/opentype/urw-base35/NimbusSans-Bold.otf",
+    "/usr/share/fonts/truetype/roboto/unhinted/RobotoCondensed-Bold.ttf",
+    "/usr/share/fonts/truetype/roboto/unhinted/RobotoCondensed-Medium.ttf",
+    "/usr/share/fonts/truetype/roboto/unhinted/RobotoCondensed-Regular.ttf",
+    "/usr/share/fonts/truetype/open-sans/OpenSans-CondBold.ttf",
+    "/usr/share/fonts/truetype/open-sans/OpenSans-Semibold.ttf",
+)
+FONTS: tuple[str, ...] = tuple(p for p in _FONT_CANDIDATES if Path(p).is_file())
+_GLYPH_SIZE = 96
+
+RGB = tuple[int, int, int]
+EU_BLUE: RGB = (0, 51, 153)
+STAR_YELLOW: RGB = (255, 204, 0)
+
+
+@dataclass(frozen=True)
+class Style:
+    """Colours and furniture of one plate type."""
+
+    name: str
+    bg: RGB
+    fg: RGB
+    strip: str = ""  # EU strip code ("NL", "D", ...); "" = no strip
+    right_strip: RGB | None = None  # FR/IT/PT coloured strip on the right
+    border: bool = True
+
+
+@dataclass(frozen=True)
+class RenderedPlate:
+    """A clean frontal plate. `text` is the label: top row then bottom row, A-Z0-9 only."""
+
+    image: np.ndarray  # BGR uint8
+    text: str
+    country: str
+    layout: str  # "one_row" | "two_row"
+    corners: tuple[tuple[float, float], ...]  # TL, TR, BR, BL in image pixels
+    printed: str = ""
+    style: str = ""
+    sidecode: int | None = None
+    rows: tuple[str, ...] = field(default=())
+
+
+_WHITE, _BLACK = (240, 240, 236), (18, 18, 18)
+_STRIP = {"DE": "D", "BE": "B", "FR": "F", "ES": "E", "IT": "I", "PL": "PL", "CZ": "CZ", "SK": "SK",
+          "RO": "RO", "AT": "A", "DK": "DK", "SE": "S", "NO": "N", "GB": "GB", "GR": "GR", "BG": "BG",
+          "LT": "LT", "LV": "LV", "HU": "H", "PT": "P", "IE": "IRL", "FI": "FIN", "SI": "SLO"}
+
+
+def _style(rng: np.random.Generator, pt: PlateText) -> Style:
+    c, r = pt.country, rng.random()
+    if c == "NL":
+        old = (pt.sidecode or 0) <= 3
+        if old and r < 0.3:
+            return Style("nl_blue", (28, 48, 112), (236, 236, 236), border=True)
+        if old and r < 0.5:
+            return Style("nl_black", (22, 22, 22), (220, 220, 215))
+        if r < 0.06:
+            return Style("nl_taxi", (120, 190, 235), _BLACK, "NL")
+        if r < 0.10:
+            return Style("nl_trade", (150, 212, 150), _BLACK, "NL")
+        if r < 0.13:
+            return Style("nl_white", _WHITE, _BLACK, "NL")
+        strip = "NL" if ((pt.sidecode or 0) >= 6 or rng.random() < 0.6) else ""
+        return Style("nl_yellow", (247, 196, 0), _BLACK, strip)
+    if c == "BE":
+        return Style("be", _WHITE, (160, 20, 35), "B")
+    if c in ("FR", "IT"):
+        return Style(c.lower(), _WHITE, _BLACK, _STRIP[c], EU_BLUE)
+    if c == "PT":
+        return Style("pt", _WHITE, _BLACK, "P", (250, 200, 0))
+    if c == "GB" and r < 0.5:
+        return Style("gb_rear", (247, 200, 0), _BLACK, "GB" if rng.random() < 0.5 else "")
+    if c == "CH":
+        return Style("ch", _WHITE, _BLACK, "")
+    if c == "EU":
+        bg, fg = [(_WHITE, _BLACK), ((245, 200, 10), _BLACK), ((20, 20, 20), (230, 230, 230)),
+                  ((30, 60, 140), (240, 240, 240))][int(rng.choice(4, p=[0.7, 0.15, 0.1, 0.05]))]
+        codes = list(_STRIP.values()) + ["NL", "EST", "M", "L", "LT", "HR", "CY", "IS", ""]
+        return Style("eu", bg, fg, str(rng.choice(codes)))
+    return Style(c.lower(), _WHITE, _BLACK, _STRIP.get(c, ""))
+
+
+@lru_cache(maxsize=64)
+def _font(path: str, size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(path, size)
+
+
+@lru_cache(maxsize=8192)
+def _glyph(path: str, ch: str) -> np.ndarray:
+    """Mask of one character at the full line height, so glyphs of a row share a baseline."""
+    font = _font(path, _GLYPH_SIZE)
+    ascent, descent = font.getmetrics()
+    left, _, right, _ = font.getbbox(ch)
+    w = max(int(right - left), 1)
+    img = Image.new("L", (w, ascent + descent), 0)
+    ImageDraw.Draw(img).text((-left, 0), ch, font=font, fill=255)
+    return np.asarray(img)
+
+
+def _row_mask(rng: np.random.Generator, row: str, font: str, spacing: float) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
+    """A row of text as one mask cropped to its ink rows, and the x-span of every character."""
+    h = _glyph(font, "H").shape[0]
+    gap = max(int(h * spacing), 1)
+    parts, spans, x = [], [], 0
+    for ch in row:
+        if ch == " ":
+            g = np.zeros((h, int(h * rng.uniform(0.18, 0.35))), np.uint8)
+        else:
+            g = _glyph(font, ch)
+        if parts:
+            parts.append(np.zeros((h, gap), np.uint8))
+            x += gap
+        spans.append((ch, x, x + g.shape[1]))
+        parts.append(g)
+        x += g.shape[1]
+    mask = np.hstack(parts)
+    ink = np.where(mask.max(axis=1) > 40)[0]
+    if len(ink):
+        mask = mask[ink[0]: ink[-1] + 1]
+    return mask, spans
+
+
+def _paint(canvas: np.ndarray, mask: np.ndarray, x: int, y: int, colour: RGB) -> None:
+    """Blend `colour` into `canvas` through `mask` at (x, y), clipped to the canvas."""
+    H, W = canvas.shape[:2]
+    h, w = mask.shape
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
+    if x1 <= x0 or y1 <= y0:
+        return
+    a = (mask[y0 - y: y1 - y, x0 - x: x1 - x].astype(np.float32) / 255.0)[..., None]
+    region = canvas[y0:y1, x0:x1]
+    region[:] = region * (1 - a) + np.array(colour, np.float32) * a
+
+
+def _stars(canvas: np.ndarray, cx: float, cy: float, radius: float) -> None:
+    size = max(radius * 0.22, 1.0)
+    for k in range(12):
+        ang = 2 * np.pi * k / 12
+        sx, sy = cx + radius * np.cos(ang), cy + radius * np.sin(ang)
+        pts = []
+        for j in range(10):
+            rr = size if j % 2 == 0 else size * 0.45
+            a = -np.pi / 2 + j * np.pi / 5
+            pts.append((sx + rr * np.cos(a), sy + rr * np.sin(a)))
+        cv2.fillPoly(canvas, [np.round(np.array(pts) * 4).astype(np.int32)], STAR_YELLOW, cv2.LINE_AA, shift=2)
+
+
+def _split_rows(rng: np.random.Generator, pt: PlateText) -> tuple[str, str]:
+    """Split a printed text into a top and a bottom row, preferring a separator boundary."""
+    printed = pt.printed
+    n = len(pt.text)
+    seps = [i for i, c in enumerate(printed) if c in " -"]
+    cand = [i for i in seps if 1 <= len(printed[:i].replace("-", "").replace(" ", "")) <= (n + 1) // 2 + 1]
+    if cand and rng.random() < 0.8:
+        i = int(rng.choice(cand))
+        top, bottom = printed[:i], printed[i + 1:]
+    else:
+        k = int(rng.integers(1, (n + 1) // 2 + 1))
+        chars = 0
+        for i, c in enumerate(printed):
+            if c not in " -":
+                chars += 1
+            if chars == k:
+                break
+        top, bottom = printed[: i + 1], printed[i + 1:]
+    return top.strip(" -"), bottom.strip(" -")
+
+
+def render_plate(
+    rng: np.random.Generator,
+    country: str | None = None,
+    *,
+    text: PlateText | None = None,
+    layout: str | None = None,
+    scale: float = 1.0,
+    font: str | None = None,
+) -> RenderedPlate:
+    """A clean frontal plate; one row is 520 x 110 mm, two rows 340 x 210 mm (at `scale` px per mm).
+
+    `country` is an ISO code of platesynth.COUNTRIES ("EU" = generic), random when None.
+    Dutch plates get the replacement-plate duplicate digit now and then (not part of the text).
+    """
+    if text is None:
+        text = random_nl_text(rng) if country and country.upper() == "NL" else random_text(rng, country)
+    if layout is None:
+        layout = "two_row" if rng.random() < 0.4 else "one_row"
+    if layout not in ("one_row", "two_row"):
+        raise ValueError(f"layout must be 'one_row' or 'two_row', got {layout!r}")
+    if not FONTS:
+        raise RuntimeError("no fonts found: install fonts-dejavu / fonts-liberation")
+    font = font or FONTS[int(rng.integers(len(FONTS)))]
+    style = _style(rng, text)
+
+    if layout == "one_row":
+        wmm, hmm = rng.uniform(470, 530), rng.uniform(100, 120)
+        rows = (text.printed,)
+    else:
+        wmm, hmm = rng.uniform(260, 350), rng.uniform(185, 225)
+        rows = _split_rows(rng, text)
+    W, H = max(int(wmm * scale), 16), max(int(hmm * scale), 8)
+    jitter = rng.integers(-12, 13, size=3)
+    bg = tuple(int(np.clip(v + j, 0, 255)) for v, j in zip(style.bg, jitter))
+    canvas = np.empty((H, W, 3), np.float32)
+    canvas[:] = bg
+    # gentle shading across the plate (reflective foil is never perfectly flat)
+    grad = np.linspace(rng.uniform(0.9, 1.0), rng.uniform(0.95, 1.08), W, dtype=np.float32)
+    canvas *= grad[None, :, None]
+
+    unit = min(H / hmm, W / wmm)  # px per mm
+    x_left, x_right = 6 * unit, W - 6 * unit
+    if style.strip:
+        sw = 44 * unit
+        canvas[:, : int(sw)] = EU_BLUE
+        _stars(canvas, sw / 2, min(H * 0.3, sw * 0.75), sw * 0.3)
+        code_mask, _ = _row_mask(rng, style.strip, FONTS[0], 0.05)
+        ch = min(H * 0.24, 26 * unit)
+        cw = min(code_mask.shape[1] * ch / code_mask.shape[0], sw * 0.85)
+        cm = cv2.resize(code_mask, (max(int(cw), 1), max(int(ch), 1)), interpolation=cv2.INTER_AREA)
+        _paint(canvas, cm, int(sw / 2 - cw / 2), int(H - ch - H * 0.1), (240, 240, 240))
+        x_left = sw + 5 * unit
+    if style.right_strip:
+        sw = 44 * unit
+        canvas[:, W - int(sw):] = style.right_strip
+        if rng.random() < 0.7:  # department number on French plates: printed, not part of the text
+            dm, _ = _row_mask(rng, f"{int(rng.integers(1, 96)):02d}", FONTS[0], 0.05)
+            dh = H * 0.22
+            dw = min(dm.shape[1] * dh / dm.shape[0], sw * 0.8)
+            dm = cv2.resize(dm, (max(int(dw), 1), max(int(dh), 1)), interpolation=cv2.INTER_AREA)
+            _paint(canvas, dm, int(W - sw / 2 - dw / 2), int(H * 0.68), (240, 240, 240))
+        x_right = W - sw - 5 * unit
+    avail = x_right - x_left
+
+    spacing = rng.uniform(0.04, 0.16)
+    condense = rng.uniform(0.8, 1.12)
+    if layout == "one_row":
+        char_h = H * rng.uniform(0.6, 0.74)
+        centres = [H * 0.5 + rng.uniform(-0.04, 0.04) * H]
+    else:
+        char_h = H * rng.uniform(0.32, 0.4)
+        centres = [H * rng.uniform(0.25, 0.3), H * rng.uniform(0.7, 0.75)]
+    fg = tuple(int(np.clip(v + j, 0, 255)) for v, j in zip(style.fg, rng.integers(-10, 11, size=3)))
+    for row, cy in zip(rows, centres):
+        if text.country == "DE":
+            row = row.replace("-", "  ")  # seals sit where other countries print a dash
+        mask, spans = _row_mask(rng, row, font, spacing)
+        s = char_h / mask.shape[0]
+        w = mask.shape[1] * s * condense
+        w = min(w, avail * 0.97)
+        mw, mh = max(int(w), 1), max(int(char_h), 1)
+        m = cv2.resize(mask, (mw, mh), interpolation=cv2.INTER_AREA)
+        x = int(x_left + (avail - mw) / 2 + rng.uniform(-0.03, 0.03) * (avail - mw + 1))
+        y = int(cy - mh / 2)
+        _paint(canvas, m, x, y, fg)
+        sx = mw / mask.shape[1]
+        if text.country == "NL" and layout == "one_row" and "-" in row and rng.random() < 0.15:
+            _, a, b = next(sp for sp in spans if sp[0] == "-")
+            dm, _ = _row_mask(rng, str(int(rng.integers(1, 4))), font, 0.05)
+            dh = max(int(mh * 0.24), 2)
+            dm = cv2.resize(dm, (max(int(dm.shape[1] * dh / dm.shape[0]), 1), dh), interpolation=cv2.INTER_AREA)
+            _paint(canvas, dm, int(x + (a + b) / 2 * sx - dm.shape[1] / 2), int(y + mh * 0.02), fg)
+        if text.country == "DE" and rng.random() < 0.9:
+            gaps = [sp for sp in spans if sp[0] == " "][:2]
+            if gaps:
+                _, a, b = gaps[0]
+                cx = int(x + (a + b) * sx)  # two spaces: the seals sit at the end of the first
+                r = max(int(mh * 0.16), 1)
+                cv2.circle(canvas, (cx, int(cy - mh * 0.2)), r, tuple(int(v) for v in rng.integers(60, 230, 3)), -1, cv2.LINE_AA)
+                cv2.circle(canvas, (cx, int(cy + mh * 0.22)), r, tuple(int(v) for v in rng.integers(60, 230, 3)), -1, cv2.LINE_AA)
+
+    if style.border and rng.random() < 0.75:
+        t = max(int(unit * rng.uniform(1.5, 3.5)), 1)
+        inset = int(unit * rng.uniform(2, 5))
+        cv2.rectangle(canvas, (inset, inset), (W - 1 - inset, H - 1 - inset), fg, t, cv2.LINE_AA)
+    if rng.random() < 0.35:  # screws
+        for sx_ in (rng.uniform(0.15, 0.3), rng.uniform(0.7, 0.85)):
+            sy_ = rng.uniform(0.06, 0.14) if layout == "one_row" else rng.uniform(0.46, 0.54)
+            cv2.circle(canvas, (int(W * sx_), int(H * sy_)), max(int(4 * unit), 1),
+                       (150, 150, 150), -1, cv2.LINE_AA)
+
+    img = np.clip(canvas, 0, 255).astype(np.uint8)
+    # rounded plate corners: outside them is whatever the plate is mounted on
+    r = max(int(6 * unit), 1)
+    outside = np.ones((H, W), np.uint8)
+    cv2.rectangle(outside, (r, 0), (W - 1 - r, H - 1), 0, -1)
+    cv2.rectangle(outside, (0, r), (W - 1, H - 1 - r), 0, -1)
+    for cx, cy in ((r, r), (W - 1 - r, r), (r, H - 1 - r), (W - 1 - r, H - 1 - r)):
+        cv2.circle(outside, (cx, cy), r, 0, -1)
+    img[outside > 0] = (30, 30, 30)
+    corners = ((0.0, 0.0), (W - 1.0, 0.0), (W - 1.0, H - 1.0), (0.0, H - 1.0))
+    return RenderedPlate(
+        image=cv2.cvtColor(img, cv2.COLOR_RGB2BGR), text=text.text, country=text.country, layout=layout,
+        corners=corners, printed=text.printed, style=style.name, sidecode=text.sidecode, rows=tuple(rows),
+    )
