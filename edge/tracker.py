@@ -1,0 +1,358 @@
+"""Tracking plates across frames and turning each track into one vehicle passage.
+
+Association is greedy on a cost that combines the distance to the track's predicted position
+(constant-velocity, in plate widths), the change of plate size and, where both have text, the edit
+distance between the read and the track's consensus. A track survives missed frames for
+`close_after_s`; a lost track can be picked up again by text alone (a plate that leaves the view or
+is hidden and comes back), and a closed track's text is remembered for `rejoin_s` so the same
+vehicle re-appearing does not give a second passage.
+
+When passages are emitted (the decision the matcher relies on):
+- early, as soon as a track has `min_frames` reads and its consensus confidence reaches
+  `confident_at` (`emit_early`): an intercept is urgent. The track then stays open but silent until
+  the plate is gone, so a car parked in view for hours gives exactly one passage. A silent track is
+  re-read only every `reread_every` of its frames (the pipeline skips the recognizer otherwise),
+  and a confident re-read that contradicts its text splits off a new track (another vehicle);
+- otherwise when the track has been gone for `close_after_s`, or at `flush()` (end of a replay),
+  provided it has at least `min_frames` observations and a readable text.
+
+Call `update` for every frame the pipeline processes, with an empty list when the detector ran and
+found nothing. Plate texts live only in memory here; nothing is logged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from pydantic import Field
+
+from edge.configbase import Section
+from edge.types import Detection, Direction, Frame, Observation, Passage, PlateRead
+from edge.voting import Consensus, vote
+
+
+class TrackerConfig(Section):
+    close_after_s: float = Field(1.5, gt=0, description=(
+        "A track not seen for this long is closed; its passage is emitted unless it was emitted early."))
+    confident_at: float = Field(0.995, gt=0, le=1, description=(
+        "Consensus confidence at which a track counts as read: its passage is emitted early (see emit_early) "
+        "and it is no longer re-read every frame."))
+    emit_early: bool = Field(True, description=(
+        "Emit a passage as soon as the track is confident (fast alerts) instead of when the vehicle has gone; "
+        "the track then stays open but silent, so one vehicle still gives one passage."))
+    min_frames: int = Field(3, ge=1, description=(
+        "Observations a track needs before it yields a passage (shorter tracks are taken for false detections)."))
+    early_reads: int = Field(4, ge=1, description=(
+        "Reads a track needs before its passage may be emitted early (fewer reads wait for the track to close)."))
+    max_match_distance: float = Field(1.5, gt=0, description=(
+        "Largest distance, in plate widths, between a track's predicted position and a detection that can "
+        "continue it (grows with frames missed in a row)."))
+    max_size_change: float = Field(1.8, gt=1, description=(
+        "Largest ratio between a detection's width and the track's last width for them to be the same plate."))
+    reread_every: int = Field(10, ge=1, description=(
+        "A confidently read track is read again only every this many of its frames, to confirm it is still "
+        "the same plate; the recognizer is skipped for it otherwise."))
+    text_match_distance: int = Field(2, ge=0, description=(
+        "Edit distance up to which a read counts as the same plate as a track's text; further apart, a "
+        "confident read does not join the track."))
+    rejoin_s: float = Field(10.0, ge=0, description=(
+        "A plate whose text equals a passage closed less than this long ago continues that passage silently "
+        "instead of giving a new one (a vehicle hidden for a moment, a plate that leaves and re-enters)."))
+    max_reads: int = Field(40, ge=1, description=(
+        "Reads kept per track for voting (the most confident ones); bounds memory for parked vehicles."))
+    direction_ratio: float = Field(1.06, gt=1, description=(
+        "Plate width growth (or shrink) over the observed frames, from a least-squares fit, that marks a "
+        "vehicle as approaching (or receding); less is 'unknown' (e.g. a parked car)."))
+
+
+def _center(box) -> tuple[float, float]:
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+
+def _width(box) -> float:
+    return max(1.0, box[2] - box[0])
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (plates are short, so the simple table is fast enough)."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+@dataclass
+class _Track:
+    id: int
+    first_ms: float
+    first_utc: datetime
+    last_ms: float
+    last_utc: datetime
+    box: tuple[float, float, float, float]
+    velocity: tuple[float, float] = (0.0, 0.0)  # pixels per ms of the centre
+    frames: int = 0
+    misses: int = 0  # processed frames in a row without this track
+    since_read: int = 0  # frames since the last read
+    reads: list[tuple[PlateRead, float]] = field(default_factory=list)  # (read, weight)
+    sizes_first: list[tuple[float, float]] = field(default_factory=list)  # (mono_ms, width), first frames
+    sizes_last: deque = field(default_factory=lambda: deque(maxlen=20))  # (mono_ms, width), latest frames
+    best: Observation | None = None
+    best_score: float = -1.0
+    consensus: Consensus | None = None
+    emitted: bool = False  # its passage is out; the track stays silent until it closes
+
+    def predict(self, mono_ms: float) -> tuple[float, float]:
+        dt = min(max(mono_ms - self.last_ms, 0.0), 1000.0)  # never extrapolate far (gated or stopped)
+        cx, cy = _center(self.box)
+        return cx + self.velocity[0] * dt, cy + self.velocity[1] * dt
+
+    @property
+    def confident(self) -> bool:
+        return self.consensus is not None and self.emitted
+
+
+class PassageTracker:
+    """Frames of observations in, vehicle passages out (see the module doc for when)."""
+
+    def __init__(self, cfg: TrackerConfig):
+        self.cfg = cfg
+        self._tracks: list[_Track] = []
+        self._recent: deque[tuple[str, float]] = deque(maxlen=256)  # (text, closed mono_ms) for rejoin_s
+        self._next_id = 1
+        self._now_ms = 0.0
+
+    @property
+    def active(self) -> int:
+        """Open tracks (seen recently, including silent ones whose passage is out)."""
+        return len(self._tracks)
+
+    # --- association -------------------------------------------------------------------------------
+
+    def _position_cost(self, t: _Track, det: Detection, mono_ms: float) -> float | None:
+        """Distance in plate widths to the prediction, plus size change; None when out of the gate."""
+        px, py = t.predict(mono_ms)
+        cx, cy = _center(det.box)
+        w_t, w_d = _width(t.box), _width(det.box)
+        ratio = max(w_t, w_d) / min(w_t, w_d)
+        if ratio > self.cfg.max_size_change * (1 + 0.25 * t.misses):
+            return None
+        dist = math.hypot(cx - px, cy - py) / max(w_t, w_d)
+        gate = self.cfg.max_match_distance * (1 + 0.5 * min(t.misses, 6))
+        if dist > gate:
+            return None
+        return dist + math.log(ratio)
+
+    def _text_cost(self, t: _Track, read: PlateRead | None) -> float | None:
+        """Extra cost from text (0 when unknown); None when a read contradicts a track's fairly sure text.
+
+        A veto keeps a neighbouring car from taking over a track, and tells a silent track that the
+        plate at its spot changed (the next car pulled up). A wrong veto costs little: the stray
+        read starts a short track that stays below min_frames, or gets the same text and is kept
+        silent as a duplicate.
+        """
+        if read is None or not read.text or t.consensus is None or not t.consensus.text:
+            return 0.0
+        d = edit_distance(read.text, t.consensus.text)
+        sure = t.emitted or t.consensus.confidence >= 0.5
+        if sure and d > self.cfg.text_match_distance and read.confidence >= 0.2:
+            return None
+        return 0.3 * min(d, 3)
+
+    def wants_read(self, detection: Detection, frame: Frame) -> bool:
+        """False only when the detection clearly continues a silent (confidently read) track that is not
+        due a re-read: close to its prediction and within reach of no other track."""
+        near = []
+        for t in self._tracks:
+            c = self._position_cost(t, detection, frame.mono_ms)
+            if c is not None:
+                near.append((c, t))
+        if len(near) != 1:
+            return True  # a new plate, or ambiguous between tracks: the read decides
+        cost, t = near[0]
+        if not t.emitted or cost > 0.5 * self.cfg.max_match_distance:
+            return True
+        return t.since_read + 1 >= self.cfg.reread_every
+
+    def update(self, frame: Frame, observations: list[Observation]) -> list[Passage]:
+        """Add one processed frame's observations; returns the passages that this frame closed or made confident."""
+        self._now_ms = frame.mono_ms
+        out: list[Passage] = []
+        pairs = []
+        vetoed: dict[int, tuple[float, int]] = {}  # observation -> (position cost, silent track it contradicts)
+        for oi, obs in enumerate(observations):
+            for ti, t in enumerate(self._tracks):
+                c = self._position_cost(t, obs.detection, frame.mono_ms)
+                if c is None:
+                    continue
+                tc = self._text_cost(t, obs.read)
+                if tc is None:
+                    if c < vetoed.get(oi, (math.inf, -1))[0]:
+                        vetoed[oi] = (c, ti)
+                    continue
+                pairs.append((c + tc, oi, ti))
+        pairs.sort()
+        used_o: set[int] = set()
+        used_t: set[int] = set()
+        for _, oi, ti in pairs:
+            if oi in used_o or ti in used_t:
+                continue
+            used_o.add(oi)
+            used_t.add(ti)
+            self._add(self._tracks[ti], observations[oi], frame)
+        # a silent track contradicted by an unmatched read at its place has been replaced: end it
+        replaced = {self._tracks[ti].id for oi, (_, ti) in vetoed.items() if oi not in used_o and ti not in used_t}
+        # unmatched observations: rejoin a lost track by text, else start a new track
+        for oi, obs in enumerate(observations):
+            if oi in used_o:
+                continue
+            t = self._rejoin(obs, used_t)
+            if t is None:
+                t = self._new_track(obs)
+                self._tracks.append(t)
+            used_t.add(self._tracks.index(t))
+            self._add(t, obs, frame)
+
+        for ti, t in enumerate(self._tracks):
+            if ti not in used_t:
+                t.misses += 1
+        # early emission of confident tracks
+        for t in self._tracks:
+            if not t.emitted and self.cfg.emit_early and self._is_confident(t):
+                p = self._emit(t)
+                if p is not None:
+                    out.append(p)
+        # close tracks gone for close_after_s
+        keep = []
+        for t in self._tracks:
+            if t.id in replaced or (t.misses > 0 and frame.mono_ms - t.last_ms >= self.cfg.close_after_s * 1000):
+                p = self._close(t)
+                if p is not None:
+                    out.append(p)
+            else:
+                keep.append(t)
+        self._tracks = keep
+        return out
+
+    def flush(self) -> list[Passage]:
+        """Close every open track (end of a replay or shutdown) and return the passages not yet emitted."""
+        out = [p for p in (self._close(t) for t in self._tracks) if p is not None]
+        self._tracks = []
+        self._recent.clear()
+        return out
+
+    # --- internals ---------------------------------------------------------------------------------
+
+    def _new_track(self, obs: Observation) -> _Track:
+        t = _Track(id=self._next_id, first_ms=obs.mono_ms, first_utc=obs.utc, last_ms=obs.mono_ms,
+                   last_utc=obs.utc, box=obs.detection.box)
+        self._next_id += 1
+        return t
+
+    def _rejoin(self, obs: Observation, used_t: set[int]) -> _Track | None:
+        """A lost track whose text the observation's read matches (re-entry after leaving the view)."""
+        r = obs.read
+        if r is None or not r.text or r.confidence < 0.5:
+            return None
+        best, best_d = None, self.cfg.text_match_distance // 2 + 1
+        for ti, t in enumerate(self._tracks):
+            if ti in used_t or t.misses == 0 or t.consensus is None:
+                continue
+            d = edit_distance(r.text, t.consensus.text)
+            if d < best_d:
+                best, best_d = t, d
+        return best
+
+    def _add(self, t: _Track, obs: Observation, frame: Frame) -> None:
+        det = obs.detection
+        dt = obs.mono_ms - t.last_ms
+        if t.frames > 0 and 0 < dt <= 1000 and t.misses <= 2:
+            (ox, oy), (nx, ny) = _center(t.box), _center(det.box)
+            v = ((nx - ox) / dt, (ny - oy) / dt)
+            t.velocity = (0.5 * t.velocity[0] + 0.5 * v[0], 0.5 * t.velocity[1] + 0.5 * v[1]) if t.frames > 1 else v
+        elif t.misses > 2:
+            t.velocity = (0.0, 0.0)
+        t.box = det.box
+        t.last_ms, t.last_utc = obs.mono_ms, obs.utc
+        t.frames += 1
+        t.misses = 0
+        w = _width(det.box)
+        if len(t.sizes_first) < 20:
+            t.sizes_first.append((obs.mono_ms, w))
+        else:
+            t.sizes_last.append((obs.mono_ms, w))
+        if obs.read is None:
+            t.since_read += 1
+            return
+        t.since_read = 0
+        if not obs.read.text:
+            return
+        weight = 1.0
+        t.reads.append((obs.read, weight))
+        if len(t.reads) > self.cfg.max_reads:
+            t.reads.remove(min(t.reads, key=lambda rw: rw[0].confidence))
+        score = obs.read.confidence * min(1.0, w / 200.0) ** 0.25
+        if score > t.best_score:
+            t.best, t.best_score = obs, score
+        if not t.emitted:
+            t.consensus = vote([r for r, _ in t.reads], [w for _, w in t.reads])
+
+    def _is_confident(self, t: _Track) -> bool:
+        c = t.consensus
+        return (c is not None and len(t.reads) >= max(self.cfg.early_reads, self.cfg.min_frames)
+                and c.confidence >= self.cfg.confident_at
+                and c.valid)
+
+    def _direction(self, t: _Track) -> Direction:
+        """Approaching when the plate grows, receding when it shrinks (least-squares fit of log width)."""
+        samples = t.sizes_first + [s for s in t.sizes_last if s[0] > (t.sizes_first[-1][0] if t.sizes_first else -1)]
+        if len(samples) < 3:
+            return "unknown"
+        ts = np.array([s[0] for s in samples]) / 1000.0
+        lw = np.log(np.array([s[1] for s in samples]))
+        if ts[-1] - ts[0] <= 0:
+            return "unknown"
+        slope = float(np.polyfit(ts - ts[0], lw, 1)[0])
+        change = math.exp(abs(slope) * (ts[-1] - ts[0]))
+        if change < self.cfg.direction_ratio:
+            return "unknown"
+        return "approaching" if slope > 0 else "receding"
+
+    def _emit(self, t: _Track) -> Passage | None:
+        """Mark the track's passage as out; None when the same plate was just reported (rejoin)."""
+        t.emitted = True
+        c = t.consensus
+        if c is None:
+            return None
+        horizon = self._now_ms - self.cfg.rejoin_s * 1000
+        if any(text == c.text and ms >= horizon for text, ms in self._recent):
+            return None
+        if any(o is not t and o.emitted and o.consensus is not None and o.consensus.text == c.text
+               for o in self._tracks):
+            return None  # a split of a track whose passage is already out
+        return self._passage(t, c)
+
+    def _close(self, t: _Track) -> Passage | None:
+        p = None
+        if not t.emitted and t.consensus is not None and t.frames >= self.cfg.min_frames:
+            p = self._emit(t)
+        if t.emitted and t.consensus is not None:
+            self._recent.append((t.consensus.text, self._now_ms))
+        return p
+
+    def _passage(self, t: _Track, c: Consensus) -> Passage:
+        best = t.best
+        return Passage(
+            track_id=t.id, text=c.text, formatted=c.formatted, country=c.country, confidence=c.confidence,
+            char_confidences=c.char_confidences, alternatives=c.alternatives,
+            first_seen_ms=t.first_ms, last_seen_ms=t.last_ms, first_seen_utc=t.first_utc, last_seen_utc=t.last_utc,
+            frames=t.frames, direction=self._direction(t),
+            best_crop=best.crop if best is not None else None,
+            best_frame=best.frame if best is not None else None,
+        )

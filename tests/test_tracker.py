@@ -1,0 +1,178 @@
+"""PassageTracker on synthetic observations: ground-truth plates moving through the view with
+recognizer noise, missed detections, two vehicles at once, parked vehicles, re-entry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from edge.tracker import PassageTracker, TrackerConfig, edit_distance
+from tracker_sim import Noise, SimCar, frame_at, noisy_read, random_nl_plate, run, detection
+from edge.types import Observation
+
+
+def _car(rng, start, n, approaching=True, lane=0, hidden=()):
+    """A car crossing the view in n frames, in lane 0 (left, approaching) or 1 (right, receding)."""
+    if approaching:
+        return SimCar(random_nl_plate(rng), start, start + n - 1, (250 + 40 * lane, 150), (200 + 40 * lane, 430), 50, 140,
+                      frozenset(hidden))
+    return SimCar(random_nl_plate(rng), start, start + n - 1, (420 + 40 * lane, 430), (380 + 40 * lane, 160), 140, 55,
+                  frozenset(hidden))
+
+
+def test_one_passage_per_car_with_noise_and_missed_frames():
+    rng = np.random.default_rng(7)
+    correct = total = 0
+    directions = []
+    for trial in range(40):
+        n = int(rng.integers(10, 31))
+        hidden = set(rng.choice(n, size=n // 5, replace=False).tolist())
+        car = _car(rng, 5, n, approaching=bool(trial % 2), hidden={5 + h for h in hidden})
+        passages, _, _ = run(PassageTracker(TrackerConfig()), [car], 5 + n + 30, 12.5, rng, Noise(), miss=0.05)
+        assert len(passages) == 1, f"trial {trial}: {len(passages)} passages for one car"
+        p = passages[0]
+        total += 1
+        correct += p.text == car.text
+        directions.append(p.direction == ("approaching" if trial % 2 else "receding"))
+        assert p.frames >= 3 and p.first_seen_ms <= p.last_seen_ms and p.best_crop is not None
+        assert len(p.char_confidences) == len(p.text) and 0 < p.confidence <= 1
+    assert correct / total >= 0.975, f"{correct}/{total} passages read correctly"
+    # direction is judged when the passage goes out, early for confident reads: a few may be 'unknown'
+    assert sum(directions) >= 0.9 * total, f"direction right in {sum(directions)}/{total}"
+
+
+def test_two_cars_at_once_and_overlapping_lanes():
+    rng = np.random.default_rng(3)
+    for trial in range(15):
+        a = _car(rng, 0, 25, approaching=True)
+        b = _car(rng, 8, 20, approaching=False)  # opposite direction: the paths cross mid-frame
+        c = _car(rng, 12, 18, approaching=True, lane=3)  # a second car in the same direction, next lane
+        passages, _, _ = run(PassageTracker(TrackerConfig()), [a, b, c], 60, 12.5, rng, Noise())
+        assert sorted(p.text for p in passages) == sorted([a.text, b.text, c.text]), f"trial {trial}"
+        assert len({p.track_id for p in passages}) == 3
+
+
+def test_parked_car_for_hours_gives_one_passage_and_few_reads():
+    rng = np.random.default_rng(5)
+    fps = 2.0
+    frames = int(2 * 3600 * fps)  # two hours at 2 processed frames/s
+    car = SimCar(random_nl_plate(rng), 10, frames - 1, (320, 300), (321, 300), 120, 120)
+    tracker = PassageTracker(TrackerConfig())
+    passages, reads, skipped = run(tracker, [car], frames, fps, rng, Noise(), miss=0.02)
+    assert [p.text for p in passages] == [car.text]
+    assert reads < frames / TrackerConfig().reread_every + 20  # re-read only now and then
+    assert skipped > 0.85 * frames
+
+
+def test_confident_passage_is_emitted_early_and_only_once():
+    rng = np.random.default_rng(11)
+    car = SimCar(random_nl_plate(rng), 0, 59, (100, 300), (540, 300), 120, 125)
+    tracker = PassageTracker(TrackerConfig())
+    emitted_at = []
+    for i in range(80):
+        fr = frame_at(i, 10)
+        det = car.at(i)
+        obs = []
+        if det is not None:
+            read = noisy_read(rng, car.text, Noise(char_error=0.02)) if tracker.wants_read(det, fr) else None
+            obs.append(Observation(detection=det, read=read, frame_index=i, mono_ms=fr.mono_ms, utc=fr.utc))
+        for p in tracker.update(fr, obs):
+            emitted_at.append((i, p))
+    assert tracker.flush() == []
+    assert len(emitted_at) == 1
+    i, p = emitted_at[0]
+    assert i < 10, "a confident read should go out while the car is still in view"
+    assert p.text == car.text and p.confidence >= TrackerConfig().confident_at
+    assert tracker.active == 0
+
+
+def test_late_emission_when_early_is_off_and_flush_closes_open_tracks():
+    rng = np.random.default_rng(2)
+    car = SimCar(random_nl_plate(rng), 0, 19, (100, 300), (540, 300), 120, 120)
+    tracker = PassageTracker(TrackerConfig(emit_early=False))
+    passages, _, _ = run(tracker, [car], 20, 10, rng, Noise())  # video ends while the car is in view
+    assert [p.text for p in passages] == [car.text]
+    assert passages[0].frames == 20
+
+
+def test_wants_read_skips_confident_track_but_rereads_now_and_then():
+    cfg = TrackerConfig(reread_every=5)
+    tracker = PassageTracker(cfg)
+    text = "HXNB23"
+    from edge.types import PlateRead
+    read = PlateRead(text=text, formatted="HX-NB-23", country="NL", confidence=0.95, char_confidences=(0.99,) * 6)
+    wants = []
+    for i in range(30):
+        fr = frame_at(i, 10)
+        det = detection(300 + i, 300, 120)
+        w = tracker.wants_read(det, fr)
+        wants.append(w)
+        tracker.update(fr, [Observation(detection=det, read=read if w else None, frame_index=i, mono_ms=fr.mono_ms,
+                                        utc=fr.utc)])
+    assert wants[:3] == [True, True, True]
+    later = wants[3:]
+    assert later.count(True) in (5, 6) and later.count(False) >= 20
+    # a detection far from every track is always read
+    assert tracker.wants_read(detection(50, 50, 80), frame_at(30, 10))
+
+
+def test_plate_that_leaves_and_reenters_is_one_passage():
+    rng = np.random.default_rng(9)
+    text = random_nl_plate(rng)
+    # seen on the left, gone for 1.0 s (< close_after_s), back on the right side
+    a = SimCar(text, 0, 14, (100, 300), (250, 300), 110, 110)
+    b = SimCar(text, 25, 40, (500, 200), (600, 200), 100, 100)
+    passages, _, _ = run(PassageTracker(TrackerConfig()), [a, b], 60, 10, rng, Noise())
+    assert [p.text for p in passages] == [text]
+    # gone longer than close_after_s but back within rejoin_s: still one passage
+    a = SimCar(text, 0, 14, (100, 300), (250, 300), 110, 110)
+    b = SimCar(text, 60, 75, (500, 200), (600, 200), 100, 100)
+    passages, _, _ = run(PassageTracker(TrackerConfig()), [a, b], 100, 10, rng, Noise())
+    assert [p.text for p in passages] == [text]
+    # back after rejoin_s: a new passage
+    b = SimCar(text, 200, 215, (500, 200), (600, 200), 100, 100)
+    passages, _, _ = run(PassageTracker(TrackerConfig(rejoin_s=5)), [a, b], 230, 10, rng, Noise())
+    assert [p.text for p in passages] == [text, text]
+
+
+def test_next_car_at_the_same_spot_is_a_new_passage():
+    rng = np.random.default_rng(4)
+    a = SimCar(random_nl_plate(rng), 0, 29, (320, 300), (322, 300), 120, 120)  # stopped at a barrier
+    b = SimCar(random_nl_plate(rng), 31, 60, (322, 300), (320, 300), 120, 120)  # the next car pulls up
+    passages, _, _ = run(PassageTracker(TrackerConfig()), [a, b], 70, 10, rng, Noise(char_error=0.03))
+    assert sorted(p.text for p in passages) == sorted([a.text, b.text])
+
+
+def test_stop_and_go():
+    rng = np.random.default_rng(6)
+    for trial in range(10):
+        text = random_nl_plate(rng)
+        segs = [SimCar(text, 0, 9, (100, 300), (200, 300), 100, 105),  # moving
+                SimCar(text, 10, 39, (200, 300), (201, 300), 105, 105),  # standing 3 s
+                SimCar(text, 40, 49, (201, 300), (400, 300), 105, 115)]  # off again
+        passages, _, _ = run(PassageTracker(TrackerConfig()), segs, 60, 10, rng, Noise(), miss=0.1)
+        assert [p.text for p in passages] == [text], f"trial {trial}"
+
+
+def test_single_false_detection_gives_no_passage():
+    rng = np.random.default_rng(1)
+    blip = SimCar("HXNB23", 3, 4, (300, 300), (300, 300), 80, 80)
+    passages, _, _ = run(PassageTracker(TrackerConfig()), [blip], 30, 10, rng, Noise(char_error=0))
+    assert passages == []
+
+
+def test_config_is_strict_and_documented():
+    for name, f in TrackerConfig.model_fields.items():
+        assert f.description, f"TrackerConfig.{name} has no description"
+    with pytest.raises(ValidationError):
+        TrackerConfig(close_after=2)
+    with pytest.raises(ValidationError):
+        TrackerConfig(confident_at=1.5)
+
+
+def test_edit_distance():
+    assert edit_distance("HXNB23", "HXNB23") == 0
+    assert edit_distance("HXNB23", "HXNB2") == 1
+    assert edit_distance("HXNB23", "HX5B28") == 2
+    assert edit_distance("", "AB") == 2
