@@ -1,0 +1,138 @@
+"""Config validation: each kind of bad input gives a clear message naming key path, value and what is allowed."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from edge.config import ConfigError, load_config, parse_config
+
+EXAMPLE = ROOT / "config" / "edge.example.yaml"
+
+
+@pytest.fixture
+def example() -> dict:
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def errors_of(data: dict) -> str:
+    with pytest.raises(ConfigError) as e:
+        parse_config(data, "edge.yaml")
+    return str(e.value)
+
+
+def test_example_config_is_valid_and_complete():
+    cfg = load_config(EXAMPLE)
+    assert cfg.device.id == "nl-a13-km12-01"
+    assert cfg.lists.device_id == cfg.device.id
+    assert cfg.outbox.path == Path("/var/lib/anpr-edge/outbox.sqlite")  # default inside state_dir
+    assert cfg.mqtt.hit_topic == "anpr/{agency}/{device}/hits"
+
+
+def test_every_section_of_the_schema_is_in_the_example(example):
+    from edge.config import EdgeConfig
+
+    assert set(example) == set(EdgeConfig.model_fields)
+    for name, field in EdgeConfig.model_fields.items():
+        sub = getattr(field.annotation, "model_fields", None)
+        if sub:
+            assert set(example[name]) == set(sub), f"example config section {name!r} does not show every key"
+
+
+def test_unknown_scheme_names_key_value_and_allowed(example):
+    example["camera"]["source"] = "rtps://cam/1"
+    msg = errors_of(example)
+    assert "camera.source: unknown scheme 'rtps', expected rtsp, http, picamera, v4l2, file" in msg
+
+
+def test_unknown_key_is_an_error_not_ignored(example):
+    example["camera"]["resolution"] = "1080p"
+    example["mqtt"]["hostname"] = "x"
+    msg = errors_of(example)
+    assert "camera.resolution: unknown key" in msg
+    assert "mqtt.hostname: unknown key" in msg
+
+
+def test_missing_required_key_and_section(example):
+    del example["device"]["id"]
+    del example["site"]
+    msg = errors_of(example)
+    assert "device.id: required key is missing" in msg
+    assert "site: required key is missing" in msg
+
+
+def test_out_of_range_value_shows_the_value(example):
+    example["site"]["lat"] = 123.4
+    example["camera"]["queue_size"] = 0
+    msg = errors_of(example)
+    assert "site.lat:" in msg and "123.4" in msg and "less than or equal to 90" in msg
+    assert "camera.queue_size:" in msg and "(got 0)" in msg
+
+
+def test_wrong_type_and_bad_enum(example):
+    example["logging"]["level"] = "LOUD"
+    example["detection"]["min_score"] = "high"
+    msg = errors_of(example)
+    assert "logging.level:" in msg and "'LOUD'" in msg and "DEBUG" in msg
+    assert "detection.min_score:" in msg and "'high'" in msg
+
+
+def test_bad_roi_polygon(example):
+    example["camera"]["roi"] = [[0, 0], [10, 10]]
+    assert "camera.roi: a region of interest needs at least 3 points" in errors_of(example)
+
+
+def test_bad_id_characters(example):
+    example["device"]["id"] = "unit 1/evil"
+    assert "device.id:" in errors_of(example)
+
+
+def test_top_level_not_a_mapping():
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        parse_config(["a", "b"], "edge.yaml")
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    bad = tmp_path / "edge.yaml"
+    bad.write_text("device:\n  id: x\n  state_dir: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"edge.yaml: line \d+, column \d+: not valid YAML"):
+        load_config(bad)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path, example):
+    example["device"]["state_dir"] = "state"
+    example["camera"]["source"] = "file:media/v.mp4"
+    example["lists"]["device_key"] = "keys/device.key"
+    example["models"]["dir"] = "models"
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "edge.yaml"
+    path.write_text(yaml.safe_dump(example))
+    cfg = load_config(path)
+    assert cfg.device.state_dir == tmp_path / "sub" / "state"
+    assert cfg.camera.source == f"file:{tmp_path / 'sub' / 'media' / 'v.mp4'}"
+    assert cfg.lists.device_key == tmp_path / "sub" / "keys" / "device.key"
+    assert cfg.outbox.path == tmp_path / "sub" / "state" / "outbox.sqlite"
+
+
+def test_check_config_command(tmp_path, example):
+    ok = subprocess.run([sys.executable, "-m", "edge.cli", "check-config", str(EXAMPLE)],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0 and "OK" in ok.stdout
+    bad = copy.deepcopy(example)
+    bad["camera"]["source"] = "rtps://x"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    res = subprocess.run([sys.executable, "-m", "edge.cli", "check-config", str(path)], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "camera.source: unknown scheme 'rtps'" in res.stderr
