@@ -16,7 +16,11 @@ from edge.lists.model import ListDef
 
 
 class DeltaError(ValueError):
-    """A delta that does not fit the snapshot it claims to extend."""
+    """A delta that does not fit the snapshot it claims to extend; `reason` is a short code."""
+
+    def __init__(self, message: str, reason: str = "corrupt"):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -59,7 +63,7 @@ class ListIndex:
     def with_delta(self, seq: int, d: DeltaPayload) -> "ListIndex":
         """A new index with the delta applied on top; this one stays unchanged."""
         if d.key_check != self.key_check:
-            raise DeltaError("delta was made with another hash key than this snapshot")
+            raise DeltaError("delta was made with another hash key than this snapshot", "key_mismatch")
         lists = list(self.lists)
         pos = dict(self.list_pos)
         for new in d.lists:

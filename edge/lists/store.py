@@ -181,7 +181,9 @@ class ListStore:
             if h.seq != cur.seq + 1:
                 return res("gap", "out_of_sequence", f"delta seq {h.seq} after seq {cur.seq}", gap=True), None
             return res("applied"), cur.with_delta(h.seq, decode_delta(opened.payload))
-        except (PayloadError, DeltaError) as e:
+        except DeltaError as e:
+            return res("rejected", e.reason, str(e)), None
+        except PayloadError as e:
             return res("rejected", "corrupt", str(e)), None
 
     # --- the cache of sealed blobs --------------------------------------------------------
