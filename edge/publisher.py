@@ -1,0 +1,502 @@
+"""MQTT publisher: drains the outbox to the broker with QoS 1, and keeps the unit's status topic.
+
+Two threads: the network thread connects (with backoff and clear errors), then runs paho's loop;
+the worker thread publishes outbox items in order (a bounded window in flight), deletes them
+from the outbox only when their PUBACK arrived, and sends the heartbeat. The caller's thread is
+never blocked: a hit is safe once `Outbox.put` returned, whatever the broker does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import socket
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import Field, field_validator, model_validator
+
+from edge.configbase import Section
+from edge.hits import check_topic_template
+from edge.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+class TlsConfig(Section):
+    ca: Path | None = Field(None, description="CA certificate file (PEM) that signed the broker's certificate; None = system CAs.")
+    cert: Path | None = Field(None, description="Client certificate (PEM) for brokers that require one; needs key too.")
+    key: Path | None = Field(None, description="Private key (PEM) of the client certificate.")
+    insecure: bool = Field(False, description="Skip the broker host name check (testing only; the certificate chain is still verified).")
+
+    @model_validator(mode="after")
+    def _pair(self):
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls.cert and tls.key must be given together")
+        return self
+
+
+class MqttConfig(Section):
+    host: str = Field(min_length=1, description="Broker host name or IP address.")
+    port: int | None = Field(None, ge=1, le=65535, description="Broker port; default 8883 with TLS, 1883 without.")
+    protocol: Literal["5", "3.1.1", "auto"] = Field(
+        "auto", description="MQTT protocol version; auto tries 5 and falls back to 3.1.1 when the broker refuses it.")
+    client_id: str = Field("", description="MQTT client id; empty = 'anpr-edge-<device id>'.")
+    username: str = Field("", description="User name for broker authentication (empty = none).")
+    password_file: Path | None = Field(None, description="File whose first line is the broker password (kept out of the config).")
+    tls: TlsConfig | None = Field(None, description="TLS settings; omit for plain TCP (only on a trusted network).")
+    keepalive_s: int = Field(30, ge=2, le=3600, description="MQTT keep-alive; a dead link is noticed after about 1.5x this.")
+    hit_topic: str = Field("anpr/{agency}/{device}/hits", description=(
+        "Default topic template for hits; fields {device} {camera} {list} {agency} {priority}. "
+        "A list may bring its own template."))
+    status_topic: str = Field("anpr/status/{device}", description="Retained status topic ({device}); the last will sets it offline.")
+    heartbeat_s: float = Field(60.0, gt=0, description="Seconds between status heartbeats.")
+    qos: Literal[1] = Field(1, description="Publish QoS; fixed at 1 (at least once, deduplicated by hit id).")
+    max_inflight: int = Field(20, ge=1, le=1000, description="Hits published but not yet acknowledged at most.")
+    connect_timeout_s: float = Field(10.0, gt=0, description="Seconds to wait for TCP/TLS connect and CONNACK.")
+    reconnect_min_s: float = Field(0.5, gt=0, description="First wait before reconnecting (doubles on each failure).")
+    reconnect_max_s: float = Field(60.0, gt=0, description="Longest wait between reconnect attempts.")
+
+    @field_validator("hit_topic")
+    @classmethod
+    def _hit_topic(cls, v: str) -> str:
+        return check_topic_template(v)
+
+    @field_validator("status_topic")
+    @classmethod
+    def _status_topic(cls, v: str) -> str:
+        if "{device}" not in v and "{" in v:
+            raise ValueError("status_topic may only use the {device} field")
+        if "+" in v or "#" in v:
+            raise ValueError("status_topic must not contain MQTT wildcards")
+        return v
+
+    @model_validator(mode="after")
+    def _backoff(self):
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (8883 if self.tls is not None else 1883)
+
+    def resolved(self, base: Path) -> "MqttConfig":
+        """Relative certificate and password paths are taken from the config file's folder."""
+        def fix(p: Path | None) -> Path | None:
+            return None if p is None or p.is_absolute() else Path(base) / p
+        upd: dict = {}
+        if self.password_file is not None and not self.password_file.is_absolute():
+            upd["password_file"] = fix(self.password_file)
+        if self.tls is not None:
+            t = {k: fix(getattr(self.tls, k)) for k in ("ca", "cert", "key") if getattr(self.tls, k) is not None
+                 and not getattr(self.tls, k).is_absolute()}
+            if t:
+                upd["tls"] = self.tls.model_copy(update=t)
+        return self.model_copy(update=upd) if upd else self
+
+
+class MqttSetupError(ValueError):
+    """Local settings for the broker connection are unusable (missing or bad certificate/password files)."""
+
+
+_AUTH_CODES_V3 = {1: "unsupported protocol version", 2: "client id rejected", 3: "server unavailable",
+                  4: "bad user name or password", 5: "not authorised"}
+
+
+def read_password(path: Path) -> str:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise MqttSetupError(f"mqtt.password_file {path}: cannot read: {e.strerror}") from None
+    if not lines or not lines[0]:
+        raise MqttSetupError(f"mqtt.password_file {path}: the first line (the password) is empty")
+    return lines[0]
+
+
+def make_ssl_context(tls: TlsConfig) -> ssl.SSLContext:
+    """Build and check the TLS context up front, so a bad file is reported at start-up by name."""
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls.ca) if tls.ca else None)
+    except FileNotFoundError:
+        raise MqttSetupError(f"mqtt.tls.ca {tls.ca}: file not found") from None
+    except ssl.SSLError as e:
+        raise MqttSetupError(f"mqtt.tls.ca {tls.ca}: not a valid PEM CA certificate ({e.reason or e})") from None
+    if tls.cert is not None:
+        try:
+            ctx.load_cert_chain(str(tls.cert), str(tls.key))
+        except FileNotFoundError:
+            missing = tls.cert if not Path(tls.cert).exists() else tls.key
+            raise MqttSetupError(f"mqtt.tls: file not found: {missing}") from None
+        except ssl.SSLError as e:
+            raise MqttSetupError(
+                f"mqtt.tls.cert {tls.cert} / tls.key {tls.key}: unusable ({e.reason or e}; "
+                "is the key the one of this certificate, unencrypted PEM?)") from None
+    if tls.insecure:
+        ctx.check_hostname = False
+    return ctx
+
+
+def describe_connect_error(exc: BaseException, host: str, port: int, tls: TlsConfig | None) -> str:
+    """Turn a connect exception into one line a technician can act on."""
+    where = f"MQTT broker {host}:{port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"{where}: TLS certificate of the broker rejected: {exc.verify_message or exc.reason} "
+                f"(check mqtt.tls.ca {tls.ca if tls else None} and the broker host name)")
+    if isinstance(exc, ssl.SSLError):
+        reason = (exc.reason or str(exc)).lower()
+        if "certificate" in reason or "unknown_ca" in reason or "handshake" in reason:
+            return (f"{where}: TLS handshake failed, the broker rejected our client certificate "
+                    f"({exc.reason or exc}; check mqtt.tls.cert/key)")
+        if "wrong_version" in reason or "record" in reason:
+            return f"{where}: TLS failed ({exc.reason or exc}); is this port a TLS listener?"
+        return f"{where}: TLS error: {exc.reason or exc}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"{where}: connection refused (broker down or nothing listening on that port)"
+    if isinstance(exc, socket.gaierror):
+        return f"{where}: cannot resolve host name ({exc.strerror})"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return f"{where}: no answer within the connect timeout (network down or firewalled)"
+    if isinstance(exc, OSError):
+        return f"{where}: network error: {exc.strerror or exc}"
+    return f"{where}: {type(exc).__name__}: {exc}"
+
+
+def describe_connack(reason: object, username: str) -> str:
+    text = str(reason)
+    low = text.lower()
+    if "user name or password" in low or "bad user" in low:
+        return f"broker refused the login: bad user name or password (mqtt.username={username!r}, check mqtt.password_file)"
+    if "not authori" in low:
+        return f"broker refused the login: not authorised (mqtt.username={username!r})"
+    return f"broker refused the connection: {text}"
+
+
+@dataclass
+class PublisherStats:
+    published: int = 0  # PUBLISH packets sent for hits (including re-sends)
+    acked: int = 0  # hits the broker acknowledged and the outbox deleted
+    refused: int = 0  # hits the broker answered with an error reason code (kept, retried later)
+    connects: int = 0
+    disconnects: int = 0
+    heartbeats: int = 0
+    protocol: str = ""
+
+
+@dataclass
+class _Inflight:
+    hit_id: str
+    sent: float  # monotonic
+
+
+@dataclass
+class _State:
+    connected: bool = False
+    last_error: str = ""
+    inflight: dict[int, _Inflight] = field(default_factory=dict)  # mid -> hit
+
+
+class Publisher:
+    """Publishes the outbox to MQTT (QoS 1) and keeps the retained status topic; see module doc."""
+
+    def __init__(self, mqtt_cfg: MqttConfig, outbox: Outbox, device_id: str,
+                 status_provider: Callable[[], dict] | None = None, *, ack_timeout_s: float = 60.0):
+        self.cfg = mqtt_cfg
+        self.outbox = outbox
+        self.device_id = device_id
+        self.status_provider = status_provider
+        self.ack_timeout_s = ack_timeout_s
+        self.stats = PublisherStats()
+        self.status_topic = mqtt_cfg.status_topic.format(device=device_id)
+        self._password = read_password(mqtt_cfg.password_file) if mqtt_cfg.password_file else None
+        self._ssl = make_ssl_context(mqtt_cfg.tls) if mqtt_cfg.tls is not None else None
+        self._state = _State()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._acks: queue.SimpleQueue = queue.SimpleQueue()  # (client generation, mid, reason) from paho
+        self._generation = 0
+        self._client: mqtt.Client | None = None
+        self._client_lock = threading.Lock()
+        self._announce = False
+        self._use_v5 = mqtt_cfg.protocol in ("5", "auto")
+        self._threads: list[threading.Thread] = []
+        self._last_sock_error = ""
+        self._connack = None
+
+    # -- public ---------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._state.connected
+
+    @property
+    def last_error(self) -> str:
+        """The latest connection problem in plain words ('' once connected)."""
+        return self._state.last_error
+
+    def start(self) -> None:
+        if self._threads:
+            raise RuntimeError("publisher already started")
+        self._threads = [threading.Thread(target=self._network_main, name="mqtt-net", daemon=True),
+                         threading.Thread(target=self._worker_main, name="mqtt-pub", daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def notify(self) -> None:
+        """Tell the publisher a new hit is in the outbox (it also polls, this only cuts latency)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish 'offline', wait up to timeout for hits in flight, disconnect, end the threads."""
+        deadline = time.monotonic() + timeout
+        while self.connected and self._state.inflight and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.02)
+        client = self._client
+        if client is not None and self.connected:
+            try:
+                info = client.publish(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
+                info.wait_for_publish(max(0.1, min(2.0, deadline - time.monotonic())))
+            except (RuntimeError, ValueError):
+                pass
+        self._stop.set()
+        self._wake.set()
+        if client is not None:
+            client.disconnect()
+        for t in self._threads:
+            t.join(max(0.1, deadline - time.monotonic()) + 2.0)
+        self._threads = []
+
+    # -- connection -----------------------------------------------------------------------------
+
+    def _new_client(self) -> mqtt.Client:
+        proto = mqtt.MQTTv5 if self._use_v5 else mqtt.MQTTv311
+        cid = self.cfg.client_id or f"anpr-edge-{self.device_id}"
+        kw = {} if self._use_v5 else {"clean_session": True}
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=proto,
+                        reconnect_on_failure=False, **kw)
+        c.max_inflight_messages_set(self.cfg.max_inflight)
+        c.max_queued_messages_set(0)
+        c.connect_timeout = self.cfg.connect_timeout_s
+        if self.cfg.username:
+            c.username_pw_set(self.cfg.username, self._password)
+        if self._ssl is not None:
+            c.tls_set_context(self._ssl)
+            if self.cfg.tls is not None and self.cfg.tls.insecure:
+                c.tls_insecure_set(True)
+        c.will_set(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
+        gen = self._generation = self._generation + 1
+        c.on_connect = lambda cl, ud, flags, rc, props: self._on_connect(gen, rc)
+        c.on_disconnect = lambda cl, ud, flags, rc, props: self._on_disconnect(gen, rc)
+        c.on_publish = lambda cl, ud, mid, rc, props: self._on_publish(gen, mid, rc)
+        c.on_log = self._on_log
+        self.stats.protocol = "5" if self._use_v5 else "3.1.1"
+        return c
+
+    def _on_log(self, client, userdata, level, buf) -> None:
+        # paho reports socket failures (e.g. a TLS alert after the handshake) only as log lines.
+        if level == mqtt.MQTT_LOG_ERR:
+            self._last_sock_error = buf
+
+    def _on_connect(self, gen: int, rc) -> None:
+        if gen != self._generation:
+            return
+        self._connack = rc
+        if rc.is_failure:
+            self._state.last_error = describe_connack(rc, self.cfg.username)
+            log.error("%s", self._state.last_error)
+            return
+        self._state.connected = True
+        self._state.last_error = ""
+        self.stats.connects += 1
+        self._announce = True
+        log.info("connected to MQTT broker %s:%d (MQTT %s)", self.cfg.host, self.cfg.effective_port, self.stats.protocol)
+        self._wake.set()
+
+    def _on_disconnect(self, gen: int, rc) -> None:
+        if gen != self._generation:
+            return
+        if self._state.connected:
+            self.stats.disconnects += 1
+            if not self._stop.is_set():
+                log.warning("disconnected from MQTT broker (%s); hits stay in the outbox", rc)
+        self._state.connected = False
+
+    def _on_publish(self, gen: int, mid: int, rc) -> None:
+        self._acks.put((gen, mid, rc))
+        self._wake.set()
+
+    def _sleep(self, seconds: float) -> bool:
+        """Interruptible wait; True when stopping."""
+        return self._stop.wait(seconds)
+
+    def _network_main(self) -> None:
+        backoff = self.cfg.reconnect_min_s
+        host, port = self.cfg.host, self.cfg.effective_port
+        while not self._stop.is_set():
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._new_client()
+                client = self._client
+            self._connack = None
+            self._last_sock_error = ""
+            try:
+                client.connect(host, port, self.cfg.keepalive_s)
+            except (OSError, ssl.SSLError) as e:
+                self._fail(describe_connect_error(e, host, port, self.cfg.tls))
+                if self._sleep(backoff):
+                    break
+                backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+                continue
+            started = time.monotonic()
+            rc = mqtt.MQTT_ERR_SUCCESS
+            while not self._stop.is_set():
+                rc = client.loop(timeout=0.2)
+                if rc != mqtt.MQTT_ERR_SUCCESS:
+                    break
+                if self._connack is None and time.monotonic() - started > self.cfg.connect_timeout_s:
+                    self._fail(f"MQTT broker {host}:{port}: no CONNACK within {self.cfg.connect_timeout_s:g} s")
+                    break
+                if self._connack is not None and self._connack.is_failure:
+                    break
+            was_up = self._state.connected
+            self._state.connected = False
+            if self._stop.is_set():
+                break
+            try:
+                client.disconnect()
+            except Exception:  # noqa: BLE001 - the socket may already be gone
+                pass
+            if self._connack is None:
+                err = self._last_sock_error
+                msg = f"MQTT broker {host}:{port}: connection closed before CONNACK"
+                if "certificate" in err.lower() or "alert" in err.lower():
+                    msg = (f"MQTT broker {host}:{port}: TLS failed, the broker rejected our client certificate "
+                           f"({err.split(':', 1)[-1].strip()}; check mqtt.tls.cert/key)")
+                elif err:
+                    msg += f" ({err})"
+                if self.cfg.protocol == "auto" and not err:
+                    self._use_v5 = not self._use_v5  # maybe an MQTT 3.1.1-only broker: alternate versions
+                    self._client = None
+                    log.debug("next attempt with MQTT %s", "5" if self._use_v5 else "3.1.1")
+                self._fail(msg)
+            elif self._connack.is_failure and self.cfg.protocol == "auto" and "protocol" in str(self._connack).lower():
+                self._use_v5 = not self._use_v5
+                self._client = None
+            if was_up:
+                backoff = self.cfg.reconnect_min_s
+            if self._sleep(backoff):
+                break
+            backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+
+    def _fail(self, message: str) -> None:
+        if message != self._state.last_error:
+            log.error("%s; retrying with backoff, hits stay in the outbox", message)
+        self._state.last_error = message
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    def _worker_main(self) -> None:
+        next_beat = 0.0
+        inflight_gen = 0
+        while not self._stop.is_set():
+            self._wake.wait(timeout=0.25)
+            self._wake.clear()
+            try:
+                self._drain_acks()
+                client = self._client
+                if client is None or not self._state.connected:
+                    continue
+                if inflight_gen != self._generation:  # a new client lost paho's queue: re-send from the outbox
+                    self._state.inflight.clear()
+                    inflight_gen = self._generation
+                now = time.monotonic()
+                if self._announce or now >= next_beat:
+                    self._announce = False
+                    self._heartbeat(client)
+                    next_beat = now + self.cfg.heartbeat_s
+                self._publish_pending(client)
+            except Exception:  # noqa: BLE001 - keep publishing; the outbox still holds every hit
+                log.exception("publisher worker error (hits stay in the outbox)")
+                self._sleep(1.0)
+
+    def _drain_acks(self) -> None:
+        done: list[str] = []
+        while True:
+            try:
+                gen, mid, rc = self._acks.get_nowait()
+            except queue.Empty:
+                break
+            if gen != self._generation:
+                continue
+            item = self._state.inflight.pop(mid, None)
+            if item is None:
+                continue
+            if getattr(rc, "is_failure", False):
+                self.stats.refused += 1
+                delay = min(self.cfg.reconnect_max_s, 5.0)
+                log.error("broker refused hit %s (%s); kept in the outbox, retry in %.0f s", item.hit_id, rc, delay)
+                self.outbox.defer(item.hit_id, delay)
+            else:
+                done.append(item.hit_id)
+        if done:
+            self.stats.acked += self.outbox.ack(*done)
+
+    def _publish_pending(self, client: mqtt.Client) -> None:
+        now = time.monotonic()
+        stale = [mid for mid, it in self._state.inflight.items() if now - it.sent > self.ack_timeout_s]
+        for mid in stale:  # no PUBACK for too long while connected: send again (dedup by hit id)
+            self._state.inflight.pop(mid, None)
+        free = self.cfg.max_inflight - len(self._state.inflight)
+        if free <= 0:
+            return
+        busy = {it.hit_id for it in self._state.inflight.values()}
+        for item in self.outbox.pending(limit=free + len(busy)):
+            if item.hit_id in busy:
+                continue
+            try:
+                info = client.publish(item.topic, item.payload, qos=1, retain=False)
+            except ValueError as e:
+                log.error("hit %s cannot be published on its topic (%s); held back", item.hit_id, e)
+                self.outbox.defer(item.hit_id, self.cfg.reconnect_max_s)
+                continue
+            if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
+                log.warning("publish of hit %s not queued (rc %s)", item.hit_id, info.rc)
+                break
+            self._state.inflight[info.mid] = _Inflight(item.hit_id, now)
+            self.stats.published += 1
+            if info.rc == mqtt.MQTT_ERR_NO_CONN:
+                break  # paho keeps it and sends it on reconnect
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def _status_payload(self, state: str, extra: dict | None = None) -> bytes:
+        body = {"device": self.device_id, "state": state,
+                "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")}
+        if extra:
+            body.update(extra)
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def status_snapshot(self) -> dict:
+        """The publisher's own part of the status (no plate content)."""
+        return {"mqtt_connected": self.connected, "mqtt_error": self.last_error,
+                "outbox_depth": self.outbox.depth(), "outbox_alarm": self.outbox.alarm,
+                "outbox_rejected": self.outbox.rejected, "outbox_oldest_s": round(self.outbox.oldest_age_s(), 1),
+                "hits_acked": self.stats.acked}
+
+    def _heartbeat(self, client: mqtt.Client) -> None:
+        from edge.status import sanitize_status  # local import: status depends on nothing of ours
+
+        extra = dict(self.status_provider() if self.status_provider else {})
+        extra.update(self.status_snapshot())
+        payload = self._status_payload("online", sanitize_status(extra))
+        client.publish(self.status_topic, payload, qos=1, retain=True)
+        self.stats.heartbeats += 1

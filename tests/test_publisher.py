@@ -1,0 +1,388 @@
+"""Publisher against a real Mosquitto: outages, restarts, cut links and SIGKILL lose no hit.
+
+Every scenario ends with: each hit id put into the outbox arrived at a subscriber, and the outbox
+is empty (deleted only after PUBACK). The subscriber keeps a persistent session on a broker with
+persistence on, so what the broker acknowledged is delivered even across a broker restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge.hits import new_hit_id
+from edge.outbox import Outbox
+from edge.publisher import MqttConfig, Publisher
+
+ROOT = Path(__file__).resolve().parents[1]
+TOPIC = "anpr/politie/unit-1/hits"
+
+
+def wait_for(cond, timeout=15.0, step=0.02) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+class Collector:
+    """A subscriber with a persistent session that records every hit id it receives."""
+
+    def __init__(self, port: int, topic: str = "anpr/#", client_id: str = "collector"):
+        self.ids: list[str] = []
+        self.status: list[dict] = []
+        self._lock = threading.Lock()
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+                             clean_session=False)
+        self.c.reconnect_delay_set(0.05, 0.3)
+        self.subscribed = threading.Event()
+        self.c.on_connect = lambda cl, ud, f, rc, p: cl.subscribe(topic, 1)
+        self.c.on_subscribe = lambda *a: self.subscribed.set()
+        self.c.on_message = self._on_message
+        self.c.connect("127.0.0.1", port, keepalive=5)
+        self.c.loop_start()
+        assert self.subscribed.wait(5), "collector could not subscribe"
+
+    def _on_message(self, cl, ud, msg):
+        body = json.loads(msg.payload)
+        with self._lock:
+            if msg.topic.startswith("anpr/status/"):
+                self.status.append(body)
+            else:
+                self.ids.append(body["hit_id"])
+
+    def unique(self) -> set[str]:
+        with self._lock:
+            return set(self.ids)
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def pump(src: socket.socket, dst: socket.socket, eat=lambda: False) -> None:
+    """Copy bytes one way until either side closes (or drop them while eat() is true)."""
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            if not eat():
+                dst.sendall(data)
+    except OSError:
+        pass
+    for s in (src, dst):
+        try:
+            s.close()
+        except OSError:
+            pass
+
+
+class Proxy:
+    """A tiny TCP proxy: cut() drops every connection and refuses new ones; blackhole() silently eats bytes."""
+
+    def __init__(self, target_port: int):
+        self.target = target_port
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(16)
+        self.port = self.srv.getsockname()[1]
+        self.up = True
+        self.eat = False
+        self.conns: list[socket.socket] = []
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self._closed:
+            try:
+                a, _ = self.srv.accept()
+            except OSError:
+                return
+            if not self.up:
+                a.close()
+                continue
+            try:
+                b = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                a.close()
+                continue
+            self.conns += [a, b]
+            threading.Thread(target=pump, args=(a, b, lambda: self.eat), daemon=True).start()
+            threading.Thread(target=pump, args=(b, a, lambda: self.eat), daemon=True).start()
+
+    def cut(self):
+        self.up = False
+        for s in self.conns:  # reset (RST), like a link that died, not a polite close
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.shutdown(socket.SHUT_RDWR)  # wakes the pump blocked in recv(); close() alone would not
+            except OSError:
+                pass
+            try:
+                s.close()
+            except OSError:
+                pass
+        self.conns = []
+
+    def restore(self):
+        self.eat = False
+        self.up = True
+
+    def close(self):
+        self._closed = True
+        self.cut()
+        self.srv.close()
+
+
+@pytest.fixture
+def pbroker(broker):
+    """The conftest broker, restarted with persistence so queued QoS 1 messages survive a restart."""
+    broker.stop()
+    store = broker.workdir / "store"
+    store.mkdir()
+    store.chmod(0o777)  # "user root" keeps a root-started mosquitto able to write here; 777 covers other users
+    broker.extra_conf = f"user root\npersistence true\npersistence_location {store}/\nautosave_interval 1\n"
+    broker.start()
+    return broker
+
+
+def cfg_for(port: int, **kw) -> MqttConfig:
+    base = dict(host="127.0.0.1", port=port, keepalive_s=2, heartbeat_s=0.5, reconnect_min_s=0.05,
+                reconnect_max_s=0.5, connect_timeout_s=3)
+    base.update(kw)
+    return MqttConfig(**base)
+
+
+def put_hits(outbox: Outbox, n: int, publisher: Publisher | None = None) -> list[str]:
+    ids = []
+    for _ in range(n):
+        h = new_hit_id()
+        assert outbox.put(TOPIC, json.dumps({"hit_id": h, "plate": "XSNB23"}).encode(), h)
+        ids.append(h)
+        if publisher:
+            publisher.notify()
+    return ids
+
+
+def test_publishes_in_order_acks_and_keeps_retained_status_with_lwt(pbroker, tmp_path):
+    col = Collector(pbroker.port)
+    ob = Outbox(tmp_path / "o.sqlite")
+    pub = Publisher(cfg_for(pbroker.port), ob, "unit-1", lambda: {"fps": 12.5, "camera_state": "streaming"})
+    pub.start()
+    try:
+        ids = put_hits(ob, 30, pub)
+        assert wait_for(lambda: ob.depth() == 0 and col.unique() >= set(ids))
+        assert col.ids[:30] == ids  # in order
+        assert pub.stats.acked == 30 and pub.connected
+        assert wait_for(lambda: any(s.get("outbox_depth") == 0 and s["state"] == "online" for s in col.status))
+        beat = [s for s in col.status if s["state"] == "online"][-1]
+        assert beat["fps"] == 12.5 and beat["camera_state"] == "streaming"
+        assert beat["mqtt_connected"] is True and beat["device"] == "unit-1" and beat["outbox_alarm"] is False
+    finally:
+        pub.stop()
+    assert wait_for(lambda: col.status and col.status[-1]["state"] == "offline")
+    col.close()
+    # A new subscriber gets the retained status.
+    late = Collector(pbroker.port, "anpr/status/#", "late")
+    assert wait_for(lambda: late.status and late.status[-1]["state"] == "offline")
+    late.close()
+
+
+def test_last_will_marks_unit_offline_when_link_dies(pbroker, tmp_path):
+    proxy = Proxy(pbroker.port)
+    col = Collector(pbroker.port, "anpr/status/#")
+    pub = Publisher(cfg_for(proxy.port), Outbox(tmp_path / "o.sqlite"), "unit-1")
+    pub.start()
+    try:
+        assert wait_for(lambda: col.status and col.status[-1]["state"] == "online")
+        proxy.cut()  # the broker sees the connection drop without DISCONNECT: it sends the will
+        assert wait_for(lambda: col.status[-1]["state"] == "offline", timeout=10)
+    finally:
+        pub.stop(1)
+        proxy.close()
+        col.close()
+
+
+def test_broker_down_at_startup_then_up(pbroker, tmp_path):
+    col = Collector(pbroker.port)
+    pbroker.stop()
+    ob = Outbox(tmp_path / "o.sqlite")
+    pub = Publisher(cfg_for(pbroker.port), ob, "unit-1")
+    t0 = time.monotonic()
+    pub.start()
+    assert time.monotonic() - t0 < 0.5  # never blocks the caller
+    try:
+        ids = put_hits(ob, 20, pub)
+        assert wait_for(lambda: "connection refused" in pub.last_error, timeout=5), pub.last_error
+        assert not pub.connected and ob.depth() == 20
+        pbroker.start()
+        assert wait_for(lambda: ob.depth() == 0 and col.unique() >= set(ids), timeout=20), (ob.depth(), len(col.unique()))
+        assert pub.last_error == ""
+    finally:
+        pub.stop()
+        col.close()
+
+
+def test_broker_restarted_mid_stream(pbroker, tmp_path):
+    col = Collector(pbroker.port)
+    ob = Outbox(tmp_path / "o.sqlite")
+    pub = Publisher(cfg_for(pbroker.port), ob, "unit-1")
+    pub.start()
+    ids: list[str] = []
+    try:
+        for round_ in range(3):
+            ids += put_hits(ob, 40, pub)
+            time.sleep(0.05)
+            pbroker.stop()  # some hits are in flight, some not yet sent
+            ids += put_hits(ob, 10, pub)  # accepted while the broker is down
+            pbroker.start()
+        assert wait_for(lambda: ob.depth() == 0 and col.unique() >= set(ids), timeout=30), \
+            (ob.depth(), len(set(ids) - col.unique()))
+        assert pub.stats.connects >= 4
+    finally:
+        pub.stop()
+        col.close()
+
+
+def test_network_cut_and_blackhole(pbroker, tmp_path):
+    proxy = Proxy(pbroker.port)
+    col = Collector(pbroker.port)
+    ob = Outbox(tmp_path / "o.sqlite")
+    pub = Publisher(cfg_for(proxy.port), ob, "unit-1")
+    pub.start()
+    ids: list[str] = []
+    try:
+        assert wait_for(lambda: pub.connected)
+        ids += put_hits(ob, 30, pub)
+        proxy.cut()
+        ids += put_hits(ob, 30, pub)
+        assert wait_for(lambda: not pub.connected, timeout=5)
+        time.sleep(0.5)
+        proxy.restore()
+        assert wait_for(lambda: pub.connected, timeout=10)
+        # Black hole: the link stays open but nothing gets through; keep-alive must notice.
+        proxy.eat = True
+        ids += put_hits(ob, 20, pub)
+        assert wait_for(lambda: not pub.connected, timeout=10), "dead link not detected by keep-alive"
+        proxy.cut()
+        proxy.restore()
+        assert wait_for(lambda: ob.depth() == 0 and col.unique() >= set(ids), timeout=20), \
+            (ob.depth(), len(set(ids) - col.unique()))
+    finally:
+        pub.stop()
+        proxy.close()
+        col.close()
+
+
+CHILD = r"""
+import json, sys, time
+from edge.hits import new_hit_id
+from edge.outbox import Outbox
+from edge.publisher import MqttConfig, Publisher
+port, db = int(sys.argv[1]), sys.argv[2]
+ob = Outbox(db)
+pub = Publisher(MqttConfig(host="127.0.0.1", port=port, reconnect_min_s=0.05, reconnect_max_s=0.2), ob, "unit-1")
+pub.start()
+while True:
+    h = new_hit_id()
+    ob.put("anpr/politie/unit-1/hits", json.dumps({"hit_id": h}).encode(), h)
+    pub.notify()
+    print(h, flush=True)  # accepted: durable in the outbox
+    time.sleep(0.002)
+"""
+
+
+def test_sigkill_between_accept_and_publish_then_new_process_drains(pbroker, tmp_path):
+    col = Collector(pbroker.port)
+    db = tmp_path / "o.sqlite"
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(pbroker.port), str(db)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    accepted = []
+    try:
+        for line in proc.stdout:
+            accepted.append(line.strip())
+            if len(accepted) >= 300:
+                break
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    accepted += [line.strip() for line in proc.stdout.read().splitlines() if line.strip()]
+    ob = Outbox(db)
+    left = ob.depth()
+    assert left > 0, "the kill came too late to test the drain"  # hits accepted but not yet acknowledged
+    pub = Publisher(cfg_for(pbroker.port), ob, "unit-1")
+    pub.start()
+    try:
+        assert wait_for(lambda: ob.depth() == 0 and col.unique() >= set(accepted), timeout=20), \
+            (ob.depth(), len(set(accepted) - col.unique()))
+    finally:
+        pub.stop()
+        col.close()
+
+
+def test_auto_protocol_falls_back_to_311_when_v5_is_refused(tmp_path):
+    """A broker that only speaks 3.1.1 answers a v5 CONNECT with 'unacceptable protocol version'."""
+    from conftest import Broker, free_port
+
+    class V311Only(Broker):
+        def start(self, timeout=10.0):
+            super().start(timeout)
+
+    # Mosquitto speaks v5, so run a minimal 3.1.1-only front: refuse v5 CONNECT, pass v4 through.
+    broker = V311Only("127.0.0.1", free_port(), tmp_path)
+    broker.start()
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    port = srv.getsockname()[1]
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                a, _ = srv.accept()
+            except OSError:
+                return
+            head = a.recv(4096)
+            # CONNECT: fixed header, remaining length, "\x00\x04MQTT", protocol level byte
+            level = head[head.index(b"MQTT") + 4]
+            if level == 5:
+                a.sendall(b"\x20\x02\x00\x01")  # CONNACK 3.1.1: return code 1, unacceptable protocol version
+                a.close()
+                continue
+            b = socket.create_connection(("127.0.0.1", broker.port))
+            b.sendall(head)
+            for s, d in ((a, b), (b, a)):
+                threading.Thread(target=pump, args=(s, d), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    col = Collector(broker.port)
+    ob = Outbox(tmp_path / "o.sqlite")
+    pub = Publisher(cfg_for(port, protocol="auto"), ob, "unit-1")
+    pub.start()
+    try:
+        ids = put_hits(ob, 5, pub)
+        assert wait_for(lambda: ob.depth() == 0 and col.unique() >= set(ids), timeout=15), pub.last_error
+        assert pub.stats.protocol == "3.1.1"
+    finally:
+        pub.stop()
+        stop.set()
+        srv.close()
+        col.close()
+        broker.stop()
