@@ -171,12 +171,18 @@ def describe_connect_error(exc: BaseException, host: str, port: int, tls: TlsCon
 
 
 def describe_connack(reason: object, username: str) -> str:
+    """A refused CONNACK in plain words (Mosquitto answers a wrong password with 'not authorised')."""
     text = str(reason)
     low = text.lower()
+    who = f"mqtt.username={username!r}, check mqtt.password_file" if username else "no mqtt.username configured"
     if "user name or password" in low or "bad user" in low:
-        return f"broker refused the login: bad user name or password (mqtt.username={username!r}, check mqtt.password_file)"
+        return f"broker refused the login: bad user name or password ({who})"
     if "not authori" in low:
-        return f"broker refused the login: not authorised (mqtt.username={username!r})"
+        hint = "wrong user name or password, or this user may not connect" if username else \
+            "the broker requires a user name and password or a client certificate"
+        return f"broker refused the login: not authorised ({hint}; {who})"
+    if "protocol" in low:
+        return f"broker refused the connection: {text} (set mqtt.protocol to auto or 3.1.1)"
     return f"broker refused the connection: {text}"
 
 
