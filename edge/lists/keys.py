@@ -81,8 +81,8 @@ def _load_private(path: Path, kind, what: str):
     data = _read(path, what)
     try:
         key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError) as e:
-        raise KeyFileError(f"{path}: not a PEM private key ({what}): {e}") from None
+    except (ValueError, TypeError):
+        raise KeyFileError(f"{path}: not an unencrypted PEM private key ({what})") from None
     if not isinstance(key, kind):
         raise KeyFileError(f"{path}: expected a {what}, found a {type(key).__name__}")
     return key
@@ -99,14 +99,14 @@ def load_device_key(path: Path) -> X25519PrivateKey:
 def _load_publics(path: Path, kind, what: str) -> list:
     data = _read(path, what)
     blocks = [b + _PEM_END for b in data.split(_PEM_END) if b.strip()]
-    if not blocks:
+    if b"-----BEGIN PUBLIC KEY-----" not in data or not blocks:
         raise KeyFileError(f"{path}: no PEM public key in {what} file")
     keys = []
     for n, block in enumerate(blocks, 1):
         try:
             key = serialization.load_pem_public_key(block.strip() + b"\n")
-        except ValueError as e:
-            raise KeyFileError(f"{path}: PEM block {n} is not a public key: {e}") from None
+        except ValueError:
+            raise KeyFileError(f"{path}: PEM block {n} is not a readable public key") from None
         if not isinstance(key, kind):
             raise KeyFileError(f"{path}: PEM block {n} is a {type(key).__name__}, expected {what}")
         keys.append(key)

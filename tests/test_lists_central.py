@@ -1,0 +1,190 @@
+"""Central side: CSV and list-file validation, key rotation, and the CLI from end to end."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from edge.lists import keys
+from edge.lists.central import Central, CentralError
+from edge.lists.cli import main
+from edge.lists.config import ListsConfig
+from edge.lists.csvrows import CsvError
+from edge.lists.matcher import ListMatcher
+from edge.lists.store import ListStore
+from lists_support import FRIDAY_NOON, LISTS_YAML, make_fleet, write_csv
+
+TODAY = datetime(2026, 11, 27, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    return make_fleet(tmp_path)
+
+
+def test_bad_csv_rows_are_listed_with_line_numbers(fleet, tmp_path):
+    csv = write_csv(tmp_path / "bad.csv", [
+        "XS-NB-23,stolen,R1,",          # line 2: good
+        "XS-NB-2Ö,stolen,R1,",          # 3: bad character
+        ",stolen,R1,",                  # 4: empty plate
+        "AB-12-CD,nosuchlist,R1,",      # 5: unknown list
+        "AB-12-CD,stolen,R1,2026-13-01",  # 6: bad date
+        "AB-12-CD,stolen,R1,2020-01-01",  # 7: already past
+        "xs nb 23,stolen,R2,",          # 8: duplicate of line 2 after normalising
+        "AB-12-CD,stolen",              # 9: too few fields
+        "AB-12-CD,stolen,bad reason!,",  # 10: bad reason code
+        "ABCDEFGHIJKLM,stolen,R1,",     # 11: too long
+        "",                             # 12: blank, ignored
+        "GG-11-HH,tax,,2099-01-01",     # 13: good
+    ])
+    with pytest.raises(CsvError) as e:
+        fleet.central.build(tmp_path / "lists.yaml", csv, now=TODAY)
+    lines = {err.line: err.reason for err in e.value.errors}
+    assert sorted(lines) == [3, 4, 5, 6, 7, 8, 9, 10, 11]
+    assert "other than A-Z" in lines[3] and "empty" in lines[4] and "nosuchlist" in lines[5]
+    assert "not a date" in lines[6] and "past" in lines[7] and "duplicate of line 2" in lines[8]
+    assert "expected 4 fields" in lines[9] and "reason code" in lines[10] and "longer" in lines[11]
+    assert "line 3:" in str(e.value) and "XS-NB-2" not in str(e.value)  # plates are not echoed
+    assert not (fleet.central.root / "current").exists()  # nothing built
+    sealed, skipped = fleet.central.build(tmp_path / "lists.yaml", csv, skip_bad=True, now=TODAY)
+    assert len(sealed.state.entries) == 2 and len(skipped) == 9
+
+
+def test_bad_header_and_list_file(fleet, tmp_path):
+    (tmp_path / "h.csv").write_text("kenteken,lijst\nXS-NB-23,stolen\n")
+    with pytest.raises(CsvError, match="line 1: header must be plate,list_id,reason_code,valid_until"):
+        fleet.central.build(tmp_path / "lists.yaml", tmp_path / "h.csv")
+    bad = LISTS_YAML.replace("category: tax_debt", "category: parking").replace('start: "07:00"', 'start: "7am"')
+    (tmp_path / "bad.yaml").write_text(bad + "  - id: stolen\n    name: x\n    category: fine\n    action: record\n")
+    with pytest.raises(CentralError) as e:
+        fleet.central.build(tmp_path / "bad.yaml", tmp_path / "plates.csv")
+    msg = str(e.value)
+    assert "lists.1.category" in msg and "lists.1.windows.0.start" in msg
+    (tmp_path / "dup.yaml").write_text(LISTS_YAML + "  - id: stolen\n    name: x\n    category: fine\n    action: record\n")
+    with pytest.raises(CentralError, match="defined twice"):
+        fleet.central.build(tmp_path / "dup.yaml", tmp_path / "plates.csv")
+    (tmp_path / "tz.yaml").write_text(LISTS_YAML.replace("2026-01-01T00:00:00Z", "2026-01-01T00:00:00"))
+    with pytest.raises(CentralError, match="time zone"):
+        fleet.central.build(tmp_path / "tz.yaml", tmp_path / "plates.csv")
+
+
+def test_each_build_has_a_fresh_hash_key_and_newer_version(fleet, tmp_path):
+    a = fleet.central.build(tmp_path / "lists.yaml", tmp_path / "plates.csv")[0]
+    b = fleet.central.build(tmp_path / "lists.yaml", tmp_path / "plates.csv")[0]
+    assert b.state.version > a.state.version and a.state.hash_key != b.state.hash_key
+    assert len(a.state.hash_key) == 32
+    assert not set(map(int, a.state.entries.hi)) & set(map(int, b.state.entries.hi))
+    # deltas are keyed to their version: a device on the new version matches with the new key only
+    store = fleet.store("cam1")
+    store.apply(b.snapshot)
+    write_csv(tmp_path / "add.csv", ["NN-123-N,stolen,R,"])
+    d = fleet.central.delta(add_csv=tmp_path / "add.csv")[0]
+    assert (d.state.version, d.state.seq) == (b.state.version, 1)
+    assert store.apply(d.delta).status == "applied"
+    assert [m.list_id for m in ListMatcher(store, ["*"]).match("NN123N", [], "NL", FRIDAY_NOON)] == ["stolen"]
+
+
+def test_signing_key_rotation(fleet, tmp_path):
+    old_sealed = fleet.central.build(tmp_path / "lists.yaml", tmp_path / "plates.csv")[0]
+    old_trust = tmp_path / "old-trusted.pub"
+    old_trust.write_bytes(fleet.trusted.read_bytes())
+    trusted = fleet.central.rotate_signing()
+    assert len(keys.load_trusted_signers(trusted)) == 2
+    new_sealed = fleet.central.build(tmp_path / "lists.yaml", tmp_path / "plates.csv")[0]
+    assert new_sealed.snapshot[8:16] != old_sealed.snapshot[8:16]  # signer key id changed
+    key = keys.load_device_key(fleet.device("cam1")[0])
+    both = ListStore("cam1", key, keys.load_trusted_signers(trusted))
+    assert both.apply(old_sealed.snapshot).status == "applied"
+    assert both.apply(new_sealed.snapshot).status == "applied"
+    stale = ListStore("cam1", key, keys.load_trusted_signers(old_trust))
+    assert stale.apply(new_sealed.snapshot).reason == "unknown_signer"  # deploy trusted.pub before switching
+    fleet.central.retire_old_signers()
+    only_new = ListStore("cam1", key, keys.load_trusted_signers(trusted))
+    assert only_new.apply(old_sealed.snapshot).reason == "unknown_signer"
+    assert only_new.apply(new_sealed.snapshot).status == "applied"
+
+
+def test_device_key_rotation(fleet, tmp_path):
+    keys.generate_device_key(tmp_path / "cam1-2.key", tmp_path / "cam1-2.pub")
+    fleet.central.add_device("cam1", tmp_path / "cam1-2.pub")
+    sealed = fleet.central.build(tmp_path / "lists.yaml", tmp_path / "plates.csv")[0]
+    trusted = keys.load_trusted_signers(fleet.trusted)
+    old = ListStore("cam1", keys.load_device_key(fleet.device("cam1")[0]), trusted)
+    assert old.apply(sealed.snapshot).reason == "wrong_device_key"
+    new = ListStore("cam1", keys.load_device_key(tmp_path / "cam1-2.key"), trusted)
+    assert new.apply(sealed.snapshot).status == "applied"
+    fleet.central.remove_device("cam2")  # a lost unit: the next version is not addressed to it
+    sealed = fleet.central.build(tmp_path / "lists.yaml", tmp_path / "plates.csv")[0]
+    cam2 = ListStore("cam2", keys.load_device_key(fleet.device("cam2")[0]), trusted)
+    assert cam2.apply(sealed.snapshot).reason == "not_for_device"
+
+
+def test_key_file_errors(tmp_path):
+    with pytest.raises(keys.KeyFileError, match="not found"):
+        keys.load_device_key(tmp_path / "missing.key")
+    keys.generate_signing_key(tmp_path / "s.key", tmp_path / "s.pub")
+    with pytest.raises(keys.KeyFileError, match="expected a X25519"):
+        keys.load_device_key(tmp_path / "s.key")
+    assert (tmp_path / "s.key").stat().st_mode & 0o077 == 0
+    (tmp_path / "junk.pub").write_text("hello\n")
+    with pytest.raises(keys.KeyFileError, match="no PEM public key"):
+        keys.load_trusted_signers(tmp_path / "junk.pub")
+
+
+def test_lists_config_section(tmp_path):
+    cfg = ListsConfig(device_id="cam1", device_key=Path("k/dev.key"), signing_public_key=Path("k/sign.pub"),
+                      store_dir=Path("lists"), enabled=["stolen", "tax"])
+    r = cfg.resolved(tmp_path)
+    assert r.device_key == tmp_path / "k/dev.key" and r.store_dir == tmp_path / "lists"
+    assert cfg.topic_prefix() == "anpr/lists/cam1" and cfg.enabled == ["stolen", "tax"]
+    for bad in ({"sync_topic": "anpr/#"}, {"enabled": ["bad id"]}, {"surprise": 1}, {"expiry_check_s": 0}):
+        with pytest.raises(ValidationError):
+            ListsConfig(device_id="cam1", device_key="a", signing_public_key="b", **bad)
+    assert all(f.description for f in ListsConfig.model_fields.values())
+
+
+def run_cli(capsys, *argv) -> tuple[int, dict | None, str]:
+    rc = main(["lists", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return rc, (json.loads(out) if out.strip() else None), err
+
+
+def test_cli_central_and_device_commands(tmp_path, capsys):
+    st = tmp_path / "central"
+    (tmp_path / "lists.yaml").write_text(LISTS_YAML)
+    rc, out, _ = run_cli(capsys, "init", "--state", st)
+    assert rc == 0 and Path(out["trusted_signers"]).exists()
+    rc, out, _ = run_cli(capsys, "keygen-device", "--key", tmp_path / "cam1.key", "--pub", tmp_path / "cam1.pub")
+    assert rc == 0
+    assert run_cli(capsys, "device-add", "--state", st, "--id", "cam1", "--pub", tmp_path / "cam1.pub")[0] == 0
+    write_csv(tmp_path / "bad.csv", ["XS-NB-23,stolen,R1,", "XX,unknown,R,"])
+    rc, out, err = run_cli(capsys, "build", "--state", st, "--lists", tmp_path / "lists.yaml", "--csv", tmp_path / "bad.csv")
+    assert rc == 3 and "line 3: unknown list id 'unknown'" in err
+    rc, out, err = run_cli(capsys, "build", "--state", st, "--lists", tmp_path / "lists.yaml",
+                           "--csv", tmp_path / "bad.csv", "--skip-bad")
+    assert rc == 0 and out["entries"] == 1 and out["bad_rows_skipped"] == ["line 3: unknown list id 'unknown'"]
+    write_csv(tmp_path / "add.csv", ["ZZ-999-Z,stolen,URG,"])
+    rc, out, _ = run_cli(capsys, "delta", "--state", st, "--add", tmp_path / "add.csv", "--deactivate", "tax")
+    assert rc == 0 and out["seq"] == 1 and out["delta_bytes"] > 0
+    version = out["version"]
+    delta = st / "out" / f"delta-{version}-00000001.bin"
+    rc, out, _ = run_cli(capsys, "inspect", delta, "--trusted", st / "trusted.pub", "--device-id", "cam1",
+                         "--device-key", tmp_path / "cam1.key")
+    assert rc == 0 and out["kind"] == "delta" and out["adds"] == 1 and out["ops"] == [["deactivate", "tax"]]
+    assert "ZZ" not in json.dumps(out)
+    # device side: status from the cache
+    store = ListStore("cam1", keys.load_device_key(tmp_path / "cam1.key"),
+                      keys.load_trusted_signers(st / "trusted.pub"), tmp_path / "store")
+    assert store.apply((st / "out" / "snapshot.bin").read_bytes()).status == "applied"
+    rc, out, _ = run_cli(capsys, "status", "--store-dir", tmp_path / "store", "--device-id", "cam1",
+                         "--device-key", tmp_path / "cam1.key", "--trusted", st / "trusted.pub")
+    assert rc == 0 and (out["version"], out["seq"], out["entries"]) == (version, 1, 2)
+    assert {x["id"]: x["active"] for x in out["lists"]}["tax"] is False
+    rc, _, err = run_cli(capsys, "status", "--store-dir", tmp_path / "store")
+    assert rc == 2 and "--device-id" in err
+    rc, _, err = run_cli(capsys, "inspect", delta, "--trusted", tmp_path / "cam1.pub")
+    assert rc == 2 and "X25519PublicKey" in err

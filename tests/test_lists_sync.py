@@ -1,0 +1,123 @@
+"""End-to-end list sync through a real Mosquitto broker."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from edge.lists.cli import main
+from edge.lists.matcher import ListMatcher
+from edge.lists.store import ListStore
+from edge.lists.sync import ListSync, publish_blobs, sync_topics
+from edge.publisher import MqttConfig
+from lists_support import FRIDAY_NOON, make_fleet, write_csv
+
+
+def wait_for(cond, timeout=5.0, step=0.01):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(step)
+    return cond()
+
+
+@pytest.fixture
+def setup(tmp_path, broker):
+    fleet = make_fleet(tmp_path, devices=("cam1",))
+    mqtt_cfg = MqttConfig(host=broker.host, port=broker.port, reconnect_min_s=0.1, reconnect_max_s=0.5)
+    syncs = []
+
+    def start(store=None):
+        cfg = fleet.config("cam1")
+        store = store or ListStore.from_config(cfg)
+        s = ListSync(store, mqtt_cfg, cfg)
+        s.start()
+        syncs.append(s)
+        return store, s
+
+    def cli(*argv):
+        return main(["lists", *map(str, argv), "--state", str(fleet.central.root), "--publish",
+                     "--host", broker.host, "--port", str(broker.port)])
+
+    yield fleet, mqtt_cfg, start, cli, tmp_path
+    for s in syncs:
+        s.stop()
+
+
+def test_urgent_addition_is_matchable_within_2_s(setup, capsys):
+    fleet, _, start, cli, tmp = setup
+    assert cli("build", "--lists", tmp / "lists.yaml", "--csv", tmp / "plates.csv") == 0
+    version = fleet.central.load().version
+    store, sync = start()
+    assert wait_for(lambda: store.version == version), store.status()  # the retained snapshot arrived
+    matcher = ListMatcher(store, ["stolen"])
+    assert matcher.match("ZZ999Z", [], "NL", FRIDAY_NOON) == []
+    write_csv(tmp / "urgent.csv", ["ZZ-999-Z,stolen,URGENT,"])
+    t0 = time.monotonic()
+    assert cli("delta", "--add", tmp / "urgent.csv") == 0  # seal + publish, all inside the measured time
+    assert wait_for(lambda: matcher.match("ZZ999Z", [], "NL", FRIDAY_NOON) != [], timeout=2.0)
+    elapsed = time.monotonic() - t0
+    hit = matcher.match("ZZ999Z", [], "NL", FRIDAY_NOON)[0]
+    assert (hit.list_id, hit.reason_code, hit.action, hit.match_type) == ("stolen", "URGENT", "intercept", "exact")
+    assert elapsed < 2.0
+    assert wait_for(lambda: sync.stats.applied == 2)  # counted just after the swap
+    assert store.seq == 1 and sync.stats.rejected == 0
+    print(f"urgent addition matchable after {elapsed * 1000:.0f} ms")
+
+
+def test_deltas_sent_while_offline_arrive_on_reconnect(setup, capsys):
+    fleet, _, start, cli, tmp = setup
+    assert cli("build", "--lists", tmp / "lists.yaml", "--csv", tmp / "plates.csv") == 0
+    store, sync = start()
+    assert wait_for(lambda: store.version == fleet.central.load().version and sync.stats.connected)
+    time.sleep(0.2)
+    sync.stop()
+    write_csv(tmp / "a.csv", ["AA-11-AA,stolen,R,"])
+    assert cli("delta", "--add", tmp / "a.csv") == 0
+    assert cli("delta", "--activate", "obs") == 0
+    assert store.seq == 0
+    # a restarted unit: loads the sealed cache, then the broker hands over the queued deltas
+    store2, sync2 = start()
+    assert store2.seq == 0 and store2.version == store.version
+    assert wait_for(lambda: store2.seq == 2), store2.status()
+    m = ListMatcher(store2, ["*"])
+    assert [x.list_id for x in m.match("AA11AA", [], "NL", FRIDAY_NOON)] == ["stolen"]
+    assert [x.list_id for x in m.match("GB123X", [], "NL", FRIDAY_NOON)] == ["obs"]
+
+
+def test_sequence_gap_fetches_the_retained_snapshot(setup, capsys):
+    fleet, mqtt_cfg, start, cli, tmp = setup
+    assert cli("build", "--lists", tmp / "lists.yaml", "--csv", tmp / "plates.csv") == 0
+    store, sync = start()
+    assert wait_for(lambda: store.version == fleet.central.load().version)
+    time.sleep(0.2)  # the unit has dropped its snapshot subscription
+    snap_topic, delta_topic = sync_topics("anpr/lists/cam1")
+    write_csv(tmp / "a.csv", ["AA-11-AA,stolen,R,"])
+    lost = fleet.central.delta(add_csv=tmp / "a.csv")[0]  # seq 1: never published (lost)
+    write_csv(tmp / "b.csv", ["BB-22-BB,stolen,R,"])
+    d2 = fleet.central.delta(add_csv=tmp / "b.csv")[0]
+    publish_blobs([(delta_topic, d2.delta, False), (snap_topic, d2.snapshot, True)], mqtt_cfg)
+    assert wait_for(lambda: store.seq == 2), store.status()
+    assert sync.stats.snapshot_requests >= 1
+    m = ListMatcher(store, ["*"])
+    assert m.match("AA11AA", [], "NL", FRIDAY_NOON) and m.match("BB22BB", [], "NL", FRIDAY_NOON)
+    assert lost.state.seq == 1
+
+
+def test_garbage_on_the_topics_leaves_the_good_list_active(setup, capsys):
+    fleet, mqtt_cfg, start, cli, tmp = setup
+    assert cli("build", "--lists", tmp / "lists.yaml", "--csv", tmp / "plates.csv") == 0
+    store, sync = start()
+    version = fleet.central.load().version
+    assert wait_for(lambda: store.version == version)
+    snap_topic, delta_topic = sync_topics("anpr/lists/cam1")
+    good = (fleet.central.root / "out" / "snapshot.bin").read_bytes()
+    publish_blobs([(delta_topic, b"garbage" * 20, False), (delta_topic, good[:-10], False),
+                   (snap_topic, good[:1000], True)], mqtt_cfg)
+    sync.request_snapshot()
+    assert wait_for(lambda: sync.stats.rejected >= 3)
+    assert (store.version, store.seq) == (version, 0)
+    assert store.status()["rejected"] == {"corrupt": 1, "truncated": 2}
+    assert ListMatcher(store, ["*"]).match("XSNB23", [], "NL", FRIDAY_NOON)
