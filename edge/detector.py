@@ -1,0 +1,184 @@
+"""Plate detector serving: any frame size in, plate boxes and four corners in original pixels out.
+
+The ONNX model (trained by scripts/train_detector.py) sees the frame letterboxed so its long side
+is the model's `input_long_side` (416) and both sides are multiples of `input_multiple`; it returns
+a stride-4 plate-centre heat map whose non-peaks are already zeroed, and 12 regression channels per
+cell (see the model's `outputs` metadata). Decoding is a threshold, a gather and a small NMS here.
+
+A region of interest (a polygon in original pixels) is searched by cropping its bounding
+rectangle, so the lanes get the model's full resolution and nothing outside costs time; plates
+whose centre lies outside the polygon are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.modelcontract import ModelContract, ModelContractError, make_session
+from edge.types import Detection
+
+Polygon = Sequence[Sequence[float]]
+
+
+class PlateDetector:
+    """Finds licence plates in BGR frames with the ONNX plate detector.
+
+    `score_threshold` is the lowest plate score kept (the pipeline may filter higher);
+    `max_upscale` limits how much a small frame or region is enlarged before detection.
+    """
+
+    def __init__(self, model_path: str | Path, threads: int = 1, score_threshold: float = 0.3,
+                 nms_iou: float = 0.5, max_detections: int = 50, max_upscale: float = 2.0):
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score_threshold must be within 0..1, got {score_threshold}")
+        if not 0.0 < nms_iou <= 1.0:
+            raise ValueError(f"nms_iou must be within (0, 1], got {nms_iou}")
+        self.contract = ModelContract.from_onnx(model_path)
+        if self.contract.kind != "plate_detector":
+            raise ModelContractError(f"{model_path}: metadata kind is {self.contract.kind!r}, expected 'plate_detector'")
+        c = self.contract
+        try:
+            self.long_side = int(c.require("input_long_side"))
+            self.multiple = int(c.require("input_multiple"))
+            self.stride = int(c.require("stride"))
+            self.pad_value = int(c.get("pad_value", "114"))
+        except ValueError as exc:
+            raise ModelContractError(f"{model_path}: detector metadata is not an integer: {exc}") from None
+        self.rgb = c.get("channel_order", "RGB").upper() == "RGB"
+        self.mean = np.asarray(c.mean, np.float32) * 255.0
+        self.inv_std = 1.0 / (np.asarray(c.std, np.float32) * 255.0)
+        self.uniform_std = bool(np.all(self.inv_std == self.inv_std[0]))
+        self.session = make_session(model_path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.score_threshold = float(score_threshold)
+        self.nms_iou = float(nms_iou)
+        self.max_detections = int(max_detections)
+        self.max_upscale = float(max_upscale)
+
+    @property
+    def version(self) -> str:
+        return self.contract.version
+
+    def detect(self, image: np.ndarray, roi: Polygon | None = None) -> list[Detection]:
+        """All plates in image (BGR uint8, H x W x 3), best score first, in original-image pixels."""
+        _check_image(image)
+        H, W = image.shape[:2]
+        ox, oy = 0, 0
+        poly = None
+        if roi is not None:
+            poly = _check_roi(roi)
+            x1, y1 = np.floor(poly.min(0)).astype(int)
+            x2, y2 = np.ceil(poly.max(0)).astype(int)
+            x1, y1, x2, y2 = max(x1, 0), max(y1, 0), min(x2, W), min(y2, H)
+            if x2 - x1 < 2 or y2 - y1 < 2:
+                return []
+            ox, oy = x1, y1
+            image = image[y1:y2, x1:x2].copy()
+            mask = np.zeros(image.shape[:2], np.uint8)
+            cv2.fillPoly(mask, [np.round(poly - (x1, y1)).astype(np.int32)], 255)
+            image[mask == 0] = self.pad_value
+        x, k = self._letterbox(image)
+        heat, reg = self.session.run(None, {self.input_name: x})
+        dets = self._decode(heat[0, 0], reg[0], k)
+        out = []
+        for score, quad in dets:
+            quad = quad + (ox, oy)
+            if poly is not None:
+                c = quad.mean(0)
+                if cv2.pointPolygonTest(poly.astype(np.float32), (float(c[0]), float(c[1])), False) < 0:
+                    continue
+            quad[:, 0] = quad[:, 0].clip(0, W)
+            quad[:, 1] = quad[:, 1].clip(0, H)
+            bx1, by1 = quad.min(0)
+            bx2, by2 = quad.max(0)
+            if bx2 - bx1 < 1 or by2 - by1 < 1:
+                continue
+            out.append(Detection(box=(float(bx1), float(by1), float(bx2), float(by2)),
+                                 corners=tuple((float(px), float(py)) for px, py in quad),
+                                 score=float(score)))
+        return out
+
+    def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        h, w = image.shape[:2]
+        k = min(self.long_side / max(h, w), self.max_upscale)
+        nw, nh = max(int(round(w * k)), 1), max(int(round(h * k)), 1)
+        m = self.multiple
+        pw, ph = -(-nw // m) * m, -(-nh // m) * m
+        # area averaging only where linear sampling would alias (strong downscale); it costs ms
+        small = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if k < 0.5 else cv2.INTER_LINEAR)
+        canvas = cv2.copyMakeBorder(small, 0, ph - nh, 0, pw - nw, cv2.BORDER_CONSTANT, value=(self.pad_value,) * 3)
+        if self.uniform_std:  # one C++ pass: channel swap, mean, scale, HWC -> NCHW
+            return cv2.dnn.blobFromImage(canvas, float(self.inv_std[0]), None, tuple(float(m) for m in self.mean),
+                                         swapRB=self.rgb, crop=False), k
+        if self.rgb:
+            canvas = canvas[:, :, ::-1]
+        x = (canvas.astype(np.float32) - self.mean) * self.inv_std
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[None]), k
+
+    def _decode(self, heat: np.ndarray, reg: np.ndarray, k: float) -> list[tuple[float, np.ndarray]]:
+        """Peaks above threshold -> (score, 4x2 corners in the letterboxed frame / k), NMS'd."""
+        ys, xs = np.nonzero(heat >= self.score_threshold)
+        if len(ys) == 0:
+            return []
+        scores = heat[ys, xs]
+        order = np.argsort(-scores)[: self.max_detections * 4]
+        ys, xs, scores = ys[order], xs[order], scores[order]
+        r = reg[:, ys, xs]  # 12 x N
+        s = self.stride
+        cx = (xs + 0.5 + r[0]) * s
+        cy = (ys + 0.5 + r[1]) * s
+        bw = np.exp(np.clip(r[2], -3, 7)) * s
+        bh = np.exp(np.clip(r[3], -3, 7)) * s
+        qx = cx[:, None] + r[4:12:2].T * bw[:, None]
+        qy = cy[:, None] + r[5:12:2].T * bh[:, None]
+        quads = np.stack([qx, qy], -1) / k  # N x 4 x 2
+        boxes = np.concatenate([quads.min(1), quads.max(1)], 1)
+        keep = _nms(boxes, scores, self.nms_iou)[: self.max_detections]
+        return [(float(scores[i]), quads[i].astype(np.float64)) for i in keep]
+
+
+def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
+    order = list(np.argsort(-scores))
+    keep: list[int] = []
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    while order:
+        i = order.pop(0)
+        keep.append(i)
+        if not order:
+            break
+        rest = np.asarray(order)
+        xx1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        yy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        xx2 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        yy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(xx2 - xx1, 0, None) * np.clip(yy2 - yy1, 0, None)
+        ov = inter / np.maximum(area[i] + area[rest] - inter, 1e-9)
+        order = [j for j, o in zip(order, ov) if o < iou]
+    return keep
+
+
+def _check_image(image) -> None:
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"detect() needs a numpy image, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"detect() needs a BGR image of shape H x W x 3, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"detect() needs a uint8 image, got dtype {image.dtype}")
+    if image.shape[0] < 8 or image.shape[1] < 8:
+        raise ValueError(f"detect() needs an image of at least 8 x 8 pixels, got {image.shape[1]} x {image.shape[0]}")
+
+
+def _check_roi(roi: Polygon) -> np.ndarray:
+    try:
+        poly = np.asarray(roi, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("roi must be a list of [x, y] points in frame pixels") from None
+    if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < 3:
+        raise ValueError(f"roi must be a polygon of at least 3 [x, y] points, got shape {poly.shape}")
+    if not np.all(np.isfinite(poly)):
+        raise ValueError("roi points must be finite numbers")
+    return poly

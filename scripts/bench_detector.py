@@ -1,0 +1,52 @@
+#!/usr/bin/env python
+"""Latency of PlateDetector.detect on 640x480 frames with one onnxruntime thread.
+
+    .venv/bin/python scripts/bench_detector.py [--model models/detector.onnx] [--runs 200]
+
+Frames are real val frames from ro_dashcam resized to 640x480, so the number includes
+letterboxing, the model, decoding and NMS, as the pipeline pays it. Target: median <= 15 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import cv2
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from detector_train.sets import ROOT, load_set  # noqa: E402
+from edge.detector import PlateDetector  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=ROOT / "models" / "detector.onnx")
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--size", default="640x480", help="frame size WxH")
+    args = ap.parse_args(argv)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    det = PlateDetector(args.model, threads=args.threads)
+    frames = [cv2.resize(cv2.imread(str(s.image)), (w, h)) for s in load_set("ro_dashcam") if s.split == "val"][:20]
+    for f in frames[:5]:
+        det.detect(f)
+    times = []
+    for i in range(args.runs):
+        f = frames[i % len(frames)]
+        t = time.perf_counter()
+        det.detect(f)
+        times.append((time.perf_counter() - t) * 1000)
+    times.sort()
+    print(f"model {args.model} (version {det.version}), {w}x{h}, intra-op threads {args.threads}, {args.runs} runs")
+    print(f"median {statistics.median(times):.2f} ms  p90 {times[int(0.9 * len(times))]:.2f} ms  "
+          f"min {times[0]:.2f} ms  max {times[-1]:.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

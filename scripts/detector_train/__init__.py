@@ -1,0 +1,1 @@
+"""Training helpers for the plate detector (data, splits, model, targets). Not shipped on the unit."""

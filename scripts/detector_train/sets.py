@@ -1,0 +1,107 @@
+"""The real detection sets, their validation splits, and a resized cache for cheap training.
+
+The split rules come from the shared data README: uc3m and ro_dashcam carry their own split; in
+openalpr_us_br the fixed-camera `us_wts-lg-*` frames stay on the training side and the other
+families are split so no family straddles both sides (see `openalpr_split`).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import pickle
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data" / "detect"
+SETS = ("uc3m", "ro_dashcam", "openalpr_us_br")
+CACHE_LONG_SIDE = 416
+
+
+@dataclass
+class Sample:
+    """One real frame: where it lives, its split, and plate boxes in that file's pixels."""
+
+    set: str
+    image: Path
+    split: str
+    boxes: np.ndarray  # N x 4 float32, xmin ymin xmax ymax
+
+
+def openalpr_split(name: str) -> str:
+    """Split by file-name family: us_wts-lg-* train; us_car-*, us_us-* val; other us and br by a stable hash.
+
+    Brazilian file names carry the plate text, so hashing the three-letter prefix keeps any repeated
+    car (same letters) on one side; the remaining one-off web photos are hashed by name.
+    """
+    stem = Path(name).stem
+    if stem.startswith("us_wts-lg"):
+        return "train"
+    if stem.startswith("us_car") or stem.startswith("us_us"):
+        return "val"
+    key = stem[:6] if stem.startswith("br_") else stem
+    h = int(hashlib.sha1(key.encode()).hexdigest(), 16) % 100
+    return "val" if h < 35 else "train"
+
+
+def load_set(name: str, root: Path = DATA) -> list[Sample]:
+    """All frames of one set with their boxes and split (raises if the set is missing)."""
+    folder = root / name
+    labels = folder / "labels.csv"
+    if not labels.exists():
+        raise FileNotFoundError(f"detection set {name!r}: {labels} not found")
+    boxes: dict[str, list] = defaultdict(list)
+    split: dict[str, str] = {}
+    with open(labels, newline="") as f:
+        for row in csv.DictReader(f):
+            img = row["image"]
+            boxes[img].append([float(row[k]) for k in ("xmin", "ymin", "xmax", "ymax")])
+            split[img] = row.get("split") or openalpr_split(img)
+    return [Sample(name, folder / img, split[img], np.asarray(b, np.float32).reshape(-1, 4))
+            for img, b in sorted(boxes.items())]
+
+
+def load_all(root: Path = DATA) -> list[Sample]:
+    return [s for name in SETS for s in load_set(name, root)]
+
+
+@dataclass
+class Cached:
+    """A frame resized so its long side is CACHE_LONG_SIDE, JPEG-encoded, boxes scaled with it."""
+
+    set: str
+    name: str
+    split: str
+    jpeg: bytes
+    boxes: np.ndarray
+
+    def decode(self) -> np.ndarray:
+        return cv2.imdecode(np.frombuffer(self.jpeg, np.uint8), cv2.IMREAD_COLOR)
+
+
+def build_cache(path: Path, root: Path = DATA) -> list[Cached]:
+    """Resize every frame once (the loader then only decodes small JPEGs); reuses an existing cache."""
+    if path.exists():
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    out = []
+    for s in load_all(root):
+        img = cv2.imread(str(s.image), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f"{s.image}: not a readable image")
+        h, w = img.shape[:2]
+        k = CACHE_LONG_SIDE / max(h, w)
+        img = cv2.resize(img, (round(w * k), round(h * k)), interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        out.append(Cached(s.set, s.image.name, s.split, buf.tobytes(), s.boxes * k))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        pickle.dump(out, f)
+    tmp.replace(path)
+    return out
