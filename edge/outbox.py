@@ -96,10 +96,12 @@ class Outbox:
             if str(mode).lower() != "wal":
                 raise OutboxError(f"outbox {self.path}: the file system does not support SQLite WAL (got {mode})")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA secure_delete=ON")  # acknowledged hits are overwritten, not just unlinked
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as e:
             raise OutboxError(f"outbox {self.path}: cannot open SQLite database: {e}") from None
         self._key = key if key is not None else self._load_key()
+        self._acked_since_checkpoint = 0
 
     @classmethod
     def from_config(cls, cfg: OutboxConfig, key: bytes | None = None) -> "Outbox":
@@ -184,10 +186,22 @@ class Outbox:
             except sqlite3.Error as e:
                 self._rollback()
                 raise OutboxError(f"outbox {self.path}: cannot delete acknowledged hits: {e}") from None
-            if self._alarm_logged and self._depth() < self.alarm_at:
+            self._acked_since_checkpoint += n
+            depth = self._depth()
+            if self._acked_since_checkpoint and (depth == 0 or self._acked_since_checkpoint >= 1000):
+                self._checkpoint()
+            if self._alarm_logged and depth < self.alarm_at:
                 self._alarm_logged = False
                 log.info("outbox alarm cleared")
         return n
+
+    def _checkpoint(self) -> None:
+        """Fold the WAL into the database and truncate it, so no copy of an acknowledged hit stays in the WAL."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._acked_since_checkpoint = 0
+        except sqlite3.Error as e:
+            log.warning("outbox checkpoint failed (%s); retried after the next acknowledgements", e)
 
     def defer(self, hit_id: str, delay_s: float, now: float | None = None) -> None:
         """Count a failed attempt and hold the hit back for delay_s (the broker refused it)."""

@@ -28,6 +28,20 @@ def test_put_pending_ack_in_order_and_survives_reopen(tmp_path):
         assert items[0].payload == b'{"n":0}' and items[0].topic == "anpr/a/u/hits"
 
 
+def test_acknowledged_hits_leave_no_copy_in_db_or_wal(tmp_path):
+    path = tmp_path / "o.sqlite"
+    ob = Outbox(path)
+    ids = [new_hit_id() for _ in range(50)]
+    for h in ids:
+        ob.put("t", b'{"plate":"HIT4242","pad":"' + b"x" * 500 + b'"}', h)
+    assert any(b"HIT4242" in f.read_bytes() for f in tmp_path.iterdir())  # on disk while unacknowledged
+    ob.ack(*ids[:25])
+    ob.ack(*ids[25:])
+    for f in tmp_path.iterdir():
+        assert b"HIT4242" not in f.read_bytes(), f
+    ob.close()
+
+
 def test_sqlite_is_wal_with_full_sync(tmp_path):
     path = tmp_path / "o.sqlite"
     Outbox(path).close()
