@@ -16,7 +16,7 @@ import string
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
@@ -24,6 +24,9 @@ from pydantic import Field
 
 from edge.configbase import Section
 from edge.types import Hit, ListMatch
+
+if TYPE_CHECKING:
+    from edge.outbox import Outbox
 
 SCHEMA_ID = "https://anpr-edge.org/schemas/hit/1.json"
 SCHEMA_VERSION = 1
@@ -204,3 +207,33 @@ def route_hit(hit: Hit, identity: HitIdentity, versions: dict, evidence: Evidenc
         msg = build_hit_message(sub, identity, versions, evidence)
         out.append(OutgoingHit(topic=topic, hit_id=msg["hit_id"], message=msg))
     return out
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """What became of one hit: messages stored, lists held back by the cool-down, messages refused (outbox full)."""
+
+    queued: tuple[OutgoingHit, ...]
+    suppressed: int
+    refused: int
+
+
+def enqueue_hit(outbox: "Outbox", hit: Hit, identity: HitIdentity, versions: dict, evidence: EvidenceConfig,
+                default_template: str, now: float | None = None) -> EnqueueResult:
+    """The pipeline's one call per hit: drop lists in cool-down, route, store durably, start cool-downs.
+
+    Returns once every message is on disk (or refused because the outbox is full).
+    """
+    plate = hit.passage.text
+    fresh = tuple(m for m in hit.matches if not outbox.suppressed(plate, m.list_id, now))
+    suppressed = len(hit.matches) - len(fresh)
+    if not fresh:
+        return EnqueueResult((), suppressed, 0)
+    queued, refused = [], 0
+    for out in route_hit(Hit(hit.passage, fresh, hit.extra), identity, versions, evidence, default_template):
+        lists = tuple((plate, m["list_id"]) for m in out.message["matches"])
+        if outbox.put(out.topic, out.payload(), out.hit_id, cooldown=lists, now=now):
+            queued.append(out)
+        else:
+            refused += 1
+    return EnqueueResult(tuple(queued), suppressed, refused)

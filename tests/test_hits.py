@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from edge.hits import (EvidenceConfig, HitIdentity, Site, TopicTemplateError, build_hit_message,
-                       check_topic_template, encode_hit, new_hit_id, render_topic, route_hit)
+                       check_topic_template, encode_hit, enqueue_hit, new_hit_id, render_topic, route_hit)
+from edge.outbox import Outbox
 from edge.types import Hit, ListMatch, Passage
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "hit.schema.json").read_text())
@@ -160,3 +161,31 @@ def test_naive_time_is_refused_with_a_clear_error():
     naive = Passage(**{**p.__dict__, "last_seen_utc": datetime(2026, 1, 1)})
     with pytest.raises(ValueError, match="timezone-aware"):
         build_hit_message(Hit(naive, (make_match(),)), IDENT, VERSIONS, EvidenceConfig())
+
+
+def test_enqueue_hit_stores_routes_and_applies_cooldown_per_list(tmp_path):
+    ob = Outbox(tmp_path / "o.sqlite", cooldown_s=300)
+    hit = Hit(make_passage(), (make_match("L-a", "politie"), make_match("L-b", "douane")))
+    r = enqueue_hit(ob, hit, IDENT, VERSIONS, EvidenceConfig(), "anpr/{agency}/{device}/hits", now=1000.0)
+    assert len(r.queued) == 2 and r.suppressed == 0 and r.refused == 0 and ob.depth() == 2
+    stored = {p.topic: json.loads(p.payload) for p in ob.pending(10, now=1000.0)}
+    assert set(stored) == {"anpr/politie/unit-7/hits", "anpr/douane/unit-7/hits"}
+    assert all(validate(m, SCHEMA) == [] for m in stored.values())
+    # Same plate again within the cool-down: both lists suppressed, nothing stored.
+    again = enqueue_hit(ob, hit, IDENT, VERSIONS, EvidenceConfig(), "anpr/{agency}/{device}/hits", now=1100.0)
+    assert again.queued == () and again.suppressed == 2 and ob.depth() == 2
+    # A third list that was not sent yet still goes out; the cooled-down one does not.
+    hit3 = Hit(make_passage(), (make_match("L-a", "politie"), make_match("L-c", "politie")))
+    r3 = enqueue_hit(ob, hit3, IDENT, VERSIONS, EvidenceConfig(), "anpr/{agency}/{device}/hits", now=1200.0)
+    assert r3.suppressed == 1 and [m["list_id"] for m in r3.queued[0].message["matches"]] == ["L-c"]
+    # After the cool-down the plate is reported again.
+    r4 = enqueue_hit(ob, hit, IDENT, VERSIONS, EvidenceConfig(), "anpr/{agency}/{device}/hits", now=1301.0)
+    assert len(r4.queued) == 2
+
+
+def test_enqueue_hit_reports_refusal_when_outbox_full(tmp_path):
+    ob = Outbox(tmp_path / "o.sqlite", max_items=10, cooldown_s=0)
+    for i in range(10):
+        ob.put("t", b"{}", f"id-{i}")
+    r = enqueue_hit(ob, Hit(make_passage(), (make_match(),)), IDENT, VERSIONS, EvidenceConfig(), "a/{device}")
+    assert r.queued == () and r.refused == 1 and ob.rejected == 1
