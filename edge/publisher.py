@@ -15,6 +15,7 @@ import socket
 import ssl
 import threading
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -186,6 +187,13 @@ def describe_connack(reason: object, username: str) -> str:
     return f"broker refused the connection: {text}"
 
 
+def _where(exc: BaseException) -> str:
+    """Exception type and innermost code location only: messages from other code might carry plate text."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    loc = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno} in {tb[-1].name}" if tb else ""
+    return f"{type(exc).__name__}{loc}"
+
+
 @dataclass
 class PublisherStats:
     published: int = 0  # PUBLISH packets sent for hits (including re-sends)
@@ -201,6 +209,7 @@ class PublisherStats:
 class _Inflight:
     hit_id: str
     sent: float  # monotonic
+    attempts: int = 0  # refusals so far (from the outbox)
 
 
 @dataclass
@@ -430,8 +439,8 @@ class Publisher:
                     self._heartbeat(client)
                     next_beat = now + self.cfg.heartbeat_s
                 self._publish_pending(client)
-            except Exception:  # noqa: BLE001 - keep publishing; the outbox still holds every hit
-                log.exception("publisher worker error (hits stay in the outbox)")
+            except Exception as e:  # noqa: BLE001 - keep publishing; the outbox still holds every hit
+                log.error("publisher worker error %s (hits stay in the outbox)", _where(e))
                 self._sleep(1.0)
 
     def _drain_acks(self) -> None:
@@ -448,7 +457,7 @@ class Publisher:
                 continue
             if getattr(rc, "is_failure", False):
                 self.stats.refused += 1
-                delay = min(self.cfg.reconnect_max_s, 5.0)
+                delay = min(300.0, 5.0 * 2 ** min(item.attempts, 6))  # 5 s doubling to 5 min
                 log.error("broker refused hit %s (%s); kept in the outbox, retry in %.0f s", item.hit_id, rc, delay)
                 self.outbox.defer(item.hit_id, delay)
             else:
@@ -477,7 +486,7 @@ class Publisher:
             if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
                 log.warning("publish of hit %s not queued (rc %s)", item.hit_id, info.rc)
                 break
-            self._state.inflight[info.mid] = _Inflight(item.hit_id, now)
+            self._state.inflight[info.mid] = _Inflight(item.hit_id, now, item.attempts)
             self.stats.published += 1
             if info.rc == mqtt.MQTT_ERR_NO_CONN:
                 break  # paho keeps it and sends it on reconnect
@@ -501,7 +510,11 @@ class Publisher:
     def _heartbeat(self, client: mqtt.Client) -> None:
         from edge.status import sanitize_status  # local import: status depends on nothing of ours
 
-        extra = dict(self.status_provider() if self.status_provider else {})
+        try:
+            extra = dict(self.status_provider() if self.status_provider else {})
+        except Exception as e:  # noqa: BLE001 - a status problem must not stop hits
+            log.error("status provider failed %s; heartbeat sent without its fields", _where(e))
+            extra = {}
         extra.update(self.status_snapshot())
         payload = self._status_payload("online", sanitize_status(extra))
         client.publish(self.status_topic, payload, qos=1, retain=True)
