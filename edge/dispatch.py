@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
-from edge.hits import EvidenceConfig, HitIdentity, route_hit
+from edge.hits import EvidenceConfig, HitIdentity, enqueue_hit
 from edge.types import Hit, ListMatch, Passage
 
 log = logging.getLogger(__name__)
@@ -50,20 +50,13 @@ class HitDispatcher:
         matches = self._match(passage, now)
         if not matches:
             return []
-        epoch = now.timestamp()
-        fresh = [m for m in matches if not self.outbox.suppressed(m.matched_text, m.list_id, epoch)]
-        self.stats.suppressed += len(matches) - len(fresh)
-        if not fresh:
-            return []
-        hit = Hit(passage=passage, matches=tuple(sorted(fresh, key=lambda m: -m.priority)))
-        accepted = []
-        for out in route_hit(hit, self.identity(), self.versions(), self.evidence, self.default_topic):
-            lists = [m["list_id"] for m in out.message["matches"]]
-            cooldown = tuple((m.matched_text, m.list_id) for m in fresh if m.list_id in lists)
-            if self.outbox.put(out.topic, out.payload(), out.hit_id, cooldown=cooldown, now=epoch):
-                self.stats.hits += 1
-                accepted.append(hit)
-                log.info("hit %s accepted for list(s) %s", out.hit_id, ",".join(lists))
-            else:
-                self.stats.outbox_refused += 1
-        return accepted
+        hit = Hit(passage=passage, matches=tuple(sorted(matches, key=lambda m: -m.priority)))
+        result = enqueue_hit(self.outbox, hit, self.identity(), self.versions(), self.evidence, self.default_topic,
+                             now=now.timestamp())
+        self.stats.suppressed += result.suppressed
+        self.stats.outbox_refused += result.refused
+        self.stats.hits += len(result.queued)
+        for out in result.queued:
+            log.info("hit %s accepted for list(s) %s", out.hit_id,
+                     ",".join(m["list_id"] for m in out.message["matches"]))
+        return [hit] if result.queued else []
