@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -94,7 +95,8 @@ def test_consumer_drops_duplicates_and_stops_at_count(broker, tmp_path):
     assert [x["hit"]["hit_id"] for x in lines] == ids
     assert all(x["topic"] == "anpr/politie/unit-9/hits" for x in lines)
     err = (tmp_path / "c.err").read_text()
-    assert "20 hits, 38 duplicates dropped" in err  # it stops at the 20th unique hit, before its 2 copies
+    # it stops at the 20th unique hit; that hit's 2 copies may or may not arrive before it disconnects
+    assert re.search(r"20 hits, (38|39|40) duplicates dropped", err), err
     assert "is not a hit" in err
 
 
