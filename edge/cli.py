@@ -1,0 +1,206 @@
+"""The `anpr-edge` command line: the daemon, config checking, and tools for people and measurement.
+
+`read` and `replay` print plate texts on purpose: they are the technician's and the evaluator's
+tools on local media. The daemon (`run`) never prints or logs a read that is not a hit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import cv2
+
+from edge import __version__
+from edge.paths import default_models_dir
+from edge.sources import IMAGE_SUFFIXES, SourceError
+
+log = logging.getLogger("anpr-edge")
+
+
+def _images(paths: list[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+def _plate_json(det, read) -> dict:
+    return {
+        "text": read.text,
+        "formatted": read.formatted,
+        "country": read.country,
+        "confidence": round(float(read.confidence), 4),
+        "box": [round(float(v), 1) for v in det.box],
+        "corners": [[round(float(x), 1), round(float(y), 1)] for x, y in det.corners],
+    }
+
+
+def cmd_read(args) -> int:
+    from edge.factory import load_models
+
+    detector, recognizer = load_models(Path(args.models), threads=args.threads)
+    status = 0
+    for path in _images(args.inputs):
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            print(f"{path}: cannot read image (missing, unsupported or corrupt)", file=sys.stderr)
+            status = 1
+            continue
+        t0 = time.perf_counter()
+        plates = []
+        for det in detector.detect(image):
+            if det.score < args.min_score:
+                continue
+            read = recognizer.read(image, det.corners)
+            if read.text:
+                plates.append(_plate_json(det, read))
+        ms = (time.perf_counter() - t0) * 1000
+        if args.json:
+            print(json.dumps({"image": str(path), "plates": plates, "ms": round(ms, 2)}), flush=True)
+        else:
+            found = ", ".join(f"{p['formatted']} ({p['country'] or '?'}, {p['confidence']:.2f})" for p in plates)
+            print(f"{path}: {found or 'no plate'}  [{ms:.1f} ms]", flush=True)
+    return status
+
+
+def _passage_json(p) -> dict:
+    return {
+        "text": p.text,
+        "formatted": p.formatted,
+        "country": p.country,
+        "confidence": round(float(p.confidence), 4),
+        "first_seen_ms": round(float(p.first_seen_ms), 1),
+        "last_seen_ms": round(float(p.last_seen_ms), 1),
+        "frames": int(p.frames),
+    }
+
+
+def cmd_replay(args) -> int:
+    from edge.factory import build_pipeline, load_models
+    from edge.sources import iterate, source_for_path
+
+    kwargs = {}
+    models_dir, threads = Path(args.models), args.threads
+    if args.config:
+        from edge.config import load_config
+
+        cfg = load_config(args.config)
+        kwargs = dict(tracking=cfg.tracking, motion=cfg.motion, roi=cfg.camera.roi,
+                      min_score=cfg.detection.min_score, min_plate_width=cfg.detection.min_plate_width)
+        if args.models == str(default_models_dir()):
+            models_dir, threads = cfg.models.dir, cfg.models.threads
+    detector, recognizer = load_models(models_dir, threads=threads)
+    pipeline = build_pipeline(detector, recognizer, **kwargs)
+    t0 = time.perf_counter()
+
+    def emit(passages):
+        for p in passages:
+            if args.json:
+                print(json.dumps(_passage_json(p)), flush=True)
+            else:
+                print(f"{p.formatted:>12}  {p.country or '?':2}  conf {p.confidence:.2f}  "
+                      f"{p.first_seen_ms / 1000:7.2f}-{p.last_seen_ms / 1000:7.2f} s  {p.frames} frames  {p.direction}",
+                      flush=True)
+
+    for frame in iterate(source_for_path(args.video)):
+        emit(pipeline.process(frame))
+    emit(pipeline.finish())
+    s = pipeline.stats
+    print(f"replay: {s.frames} frames, {s.passages} passages in {time.perf_counter() - t0:.1f} s "
+          f"({s.frames / max(time.perf_counter() - t0, 1e-9):.1f} frames/s)", file=sys.stderr)
+    return 0
+
+
+def cmd_check_config(args) -> int:
+    from edge.config import load_config
+
+    cfg = load_config(args.config)
+    print(f"{args.config}: OK (device {cfg.device.id}, camera {cfg.camera.id}, source scheme "
+          f"{cfg.camera.source.split(':', 1)[0]})")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from edge.config import load_config
+    from edge.daemon import run_daemon
+
+    cfg = load_config(args.config)
+    return run_daemon(cfg, config_path=Path(args.config), max_frames=args.max_frames, exit_at_end=args.exit_at_end)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="anpr-edge", description="Roadside ANPR unit that reports only list hits.")
+    parser.add_argument("--version", action="version", version=f"anpr-edge {__version__}")
+    parser.add_argument("--log-level", default="WARNING", help="log level for tools (the daemon uses its config)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the roadside daemon")
+    p.add_argument("--config", required=True, help="YAML config file")
+    p.add_argument("--max-frames", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--exit-at-end", action="store_true",
+                   help="stop when a file source ends (after the outbox has drained), for demos")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check-config", help="validate a config file and explain every problem")
+    p.add_argument("config")
+    p.set_defaults(func=cmd_check_config)
+
+    models_default = str(default_models_dir())
+    p = sub.add_parser("read", help="read plates in still images")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE|DIR")
+    p.add_argument("--json", action="store_true", help="one JSON line per image")
+    p.add_argument("--models", default=models_default, help="folder with detector.onnx and recognizer.onnx")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (0 = all)")
+    p.add_argument("--min-score", type=float, default=0.4, help="detector score threshold")
+    p.set_defaults(func=cmd_read)
+
+    p = sub.add_parser("replay", help="run a video through the full pipeline as fast as possible")
+    p.add_argument("video", metavar="VIDEO", help="video file or image folder")
+    p.add_argument("--json", action="store_true", help="one JSON line per vehicle passage")
+    p.add_argument("--config", help="take tracking, motion, detection and ROI settings from this config")
+    p.add_argument("--models", default=models_default, help="folder with detector.onnx and recognizer.onnx")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (0 = all)")
+    p.set_defaults(func=cmd_replay)
+
+    _add_module_commands(sub)
+    return parser
+
+
+def _add_module_commands(sub) -> None:
+    """Commands owned by other modules register themselves here."""
+    from edge.hitsclient import add_subparsers as add_hits
+    from edge.lists.cli import add_subparsers as add_lists
+
+    add_lists(sub)
+    add_hits(sub)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+                        format="%(levelname)s %(name)s: %(message)s")
+    from edge.config import ConfigError
+    from edge.modelcontract import ModelContractError
+
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, ModelContractError, SourceError) as e:
+        print(f"anpr-edge {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

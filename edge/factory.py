@@ -1,0 +1,32 @@
+"""Builds the inference stages from configuration, so the CLI and the daemon wire them alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from edge.detector import PlateDetector
+from edge.motion import MotionConfig, MotionGate
+from edge.pipeline import Pipeline
+from edge.recognizer import PlateRecognizer
+from edge.tracker import PassageTracker, TrackerConfig
+from edge.types import Point
+
+
+def load_models(models_dir: Path, detector: str = "detector.onnx", recognizer: str = "recognizer.onnx",
+                threads: int = 1) -> tuple[PlateDetector, PlateRecognizer]:
+    """Load both ONNX models through their model contracts."""
+    return (PlateDetector(models_dir / detector, threads=threads),
+            PlateRecognizer(models_dir / recognizer, threads=threads))
+
+
+def build_pipeline(detector: PlateDetector, recognizer: PlateRecognizer, *,
+                   tracking: TrackerConfig | None = None, motion: MotionConfig | None = None,
+                   roi: Sequence[Point] | None = None, min_score: float = 0.4, min_plate_width: float = 0,
+                   keep_frames: bool = False) -> Pipeline:
+    """A fresh pipeline (new tracker state) over already loaded models."""
+    return Pipeline(
+        detector, recognizer, PassageTracker(tracking or TrackerConfig()),
+        motion=MotionGate(motion or MotionConfig()), roi=roi, min_score=min_score,
+        min_plate_width=min_plate_width, keep_frames=keep_frames,
+    )

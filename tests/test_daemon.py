@@ -1,0 +1,133 @@
+"""The whole unit as a process: real models, real demo video, real signed lists, real Mosquitto.
+
+Covers: hits arrive for listed plates only; nothing about other vehicles reaches disk, logs or
+the broker; broker down at start-up; SIGTERM and SIGKILL keep every accepted hit; SIGTERM stops
+within 5 s; SIGHUP reloads a good config and refuses a bad one.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT
+from edge.outbox import Outbox
+from unit_support import DEMO, Sniffer, Unit, demo_truth
+
+LISTED = {"S30VST": "nl-stolen", "1888OD": "nl-warrant", "2095MM": "cjib-fines"}
+
+
+@pytest.fixture
+def unit(tmp_path, broker):
+    u = Unit(tmp_path, broker)
+    yield u
+    u.stop()
+
+
+def replay_texts() -> set[str]:
+    res = subprocess.run([sys.executable, "-m", "edge.cli", "replay", "--json", str(DEMO / "demo.mp4")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr
+    passages = [json.loads(line) for line in res.stdout.splitlines()]
+    for p in passages:
+        assert set(p) == {"text", "formatted", "country", "confidence", "first_seen_ms", "last_seen_ms", "frames"}
+    return {p["text"] for p in passages} | {p["formatted"] for p in passages}
+
+
+def test_only_listed_plates_arrive_and_no_other_plate_leaks(unit, broker):
+    sealed = unit.build_lists(DEMO / "demo_list.csv")
+    unit.publish(sealed)  # retained snapshot: the unit receives it on connect
+    sniffer = Sniffer(broker.host, broker.port)
+    unit.write_config(evidence={"mode": "both"})
+    unit.start("--exit-at-end")
+    assert unit.wait(180) == 0, unit.log_text()[-3000:]
+    time.sleep(1.0)
+    sniffer.close()
+
+    hits = sniffer.hits()
+    got = {h["plate"]: h for h in hits}
+    assert set(got) == set(LISTED), f"hits for {sorted(got)}; expected {sorted(LISTED)}"
+    for plate, list_id in LISTED.items():
+        h = got[plate]
+        assert h["matches"][0]["list_id"] == list_id
+        assert h["device"] == "unit-t1" and h["passage"]["frames"] >= 3
+        assert h["evidence"]["crop_jpeg"] and h["evidence"]["frame_jpeg"]
+    fines = [t for t, p in sniffer.messages if b'"cjib-fines"' in p]
+    assert fines and all(t == "anpr/cjib/unit-t1/hits" for t in fines)  # that list's own agency topic
+
+    # Privacy: texts of every other vehicle, as in the truth and as the unit itself read them.
+    truth = demo_truth()["vehicles"]
+    others = {v["text"] for v in truth if v["text"] not in LISTED} | {v["formatted"] for v in truth if v["text"] not in LISTED}
+    others |= {t for t in replay_texts() if t.replace("-", "") not in LISTED}
+    assert len(others) >= 5
+    leaks = []
+    for path in unit.unit_dir.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            leaks += [(str(path), t) for t in others if t.encode() in data]
+    for topic, payload in sniffer.messages:
+        leaks += [(topic, t) for t in others if t.encode() in payload or t in topic]
+    assert not leaks, f"non-hit plate texts found: {leaks}"
+    assert "DEBUG" in unit.log_text()  # the log was searched at its most verbose level
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_broker_down_hits_wait_in_outbox_across_stop_and_arrive_later(unit, broker, sig):
+    unit.cache(unit.build_lists(DEMO / "demo_list.csv"))
+    broker.stop()  # broker down at start-up
+    unit.write_config(camera={"loop": True, "fps": 25})
+    unit.start()
+    st = unit.wait_status(lambda s: s.get("hits", 0) >= 2 and s.get("outbox_depth", 0) >= 2, timeout=120)
+    assert st["mqtt_connected"] is False
+    t0 = time.monotonic()
+    unit.signal(sig)
+    rc = unit.wait(10)
+    if sig == signal.SIGTERM:
+        assert rc == 0 and time.monotonic() - t0 < 5.0, "SIGTERM must stop the daemon within 5 s"
+    ob = Outbox(unit.state_dir / "outbox.sqlite")
+    waiting = {item.hit_id for item in ob.pending(1000, now=time.time() + 3600)}
+    ob.close()
+    assert len(waiting) >= 2
+
+    broker.start()
+    sniffer = Sniffer(broker.host, broker.port)
+    unit.write_config(camera={"loop": False})
+    unit.start("--exit-at-end")
+    assert unit.wait(180) == 0, unit.log_text()[-3000:]
+    time.sleep(0.5)
+    sniffer.close()
+    arrived = {h["hit_id"] for h in sniffer.hits()}
+    assert waiting <= arrived, f"lost hits: {waiting - arrived}"
+
+
+def test_sighup_reload_refuses_bad_config_and_applies_good_one(unit, broker):
+    unit.publish(unit.build_lists(DEMO / "demo_list.csv"))
+    unit.write_config(camera={"loop": True, "fps": 25})
+    unit.start()
+    unit.wait_status(lambda s: s.get("frames", 0) > 10 and s.get("list_version", 0) > 0)
+    good = unit.config_path.read_text()
+
+    unit.config_path.write_text(good.replace("source: file:", "source: rtps:"))
+    unit.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while "config reload refused" not in unit.log_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "config reload refused" in unit.log_text()
+    assert "camera.source: unknown scheme 'rtps'" in unit.log_text()
+    frames = unit.status()["frames"]
+    unit.wait_status(lambda s: s["frames"] > frames + 10)  # still running on the old config
+
+    unit.config_path.write_text(good.replace("enabled:\n  - '*'", "enabled:\n  - nl-stolen"))
+    unit.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while "config reloaded" not in unit.log_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "config reloaded" in unit.log_text()
+    unit.wait_status(lambda s: s.get("camera_state") == "streaming" and s.get("list_version", 0) > 0)
+    unit.signal(signal.SIGTERM)
+    assert unit.wait(10) == 0
