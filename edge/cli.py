@@ -176,11 +176,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_module_commands(sub) -> None:
     """Commands owned by other modules register themselves here."""
+    from edge.audit import add_subparsers as add_audit
+    from edge.camera_tools import add_subparsers as add_camera
     from edge.hitsclient import add_subparsers as add_hits
     from edge.lists.cli import add_subparsers as add_lists
 
     add_lists(sub)
     add_hits(sub)
+    add_camera(sub)
+    add_audit(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
+from edge.audit import AuditConfig
 from edge.configbase import Section
 from edge.hits import EvidenceConfig
 from edge.lists.config import ListsConfig
@@ -118,6 +119,7 @@ class EdgeConfig(Section):
     mqtt: MqttConfig = Field(description="Connection to the central MQTT broker.")
     outbox: OutboxConfig = Field(description="Durable store of hits until the broker acknowledges them.")
     evidence: EvidenceConfig = Field(default_factory=EvidenceConfig, description="Evidence images attached to hits only.")
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="Hash-chained audit trail (never plate texts).")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
 
 

@@ -7,6 +7,7 @@ a config that fails validation is refused and the running one kept.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 from edge import __version__
+from edge.audit import AuditLog, changed_sections, file_sha256
 from edge.capture import Capture
 from edge.config import ConfigError, EdgeConfig, load_config
 from edge.dispatch import HitDispatcher
@@ -49,6 +51,9 @@ class Daemon:
         self._fps_window: list[float] = []
         self.watchdog = Watchdog()
         self.capture: Capture | None = None
+        self.outbox: Outbox | None = None
+        self._live_lists: dict[str, str] | None = None  # list id -> name, for activation audit entries
+        self._list_version = 0
 
     # ----- signals -------------------------------------------------------------------------
     def request_stop(self, *_args) -> None:
@@ -76,7 +81,13 @@ class Daemon:
         )
         self.store = ListStore.from_config(cfg.lists)
         self.matcher = ListMatcher(self.store, cfg.lists.enabled)
-        self.outbox = Outbox.from_config(cfg.outbox)
+        if self.outbox is None or self.outbox.path != cfg.outbox.path:
+            if self.outbox is not None:
+                self.outbox.close()
+            self.outbox = Outbox.from_config(cfg.outbox)
+        audit_topic = cfg.audit.topic.replace("{device}", cfg.device.id)
+        self.audit = AuditLog.from_config(cfg.audit, state_dir, cfg.device.id,
+                                          publish=lambda entry: self._publish_audit(audit_topic, entry))
         site = Site(lat=cfg.site.lat, lon=cfg.site.lon, road=cfg.site.road, direction=cfg.site.direction)
 
         def identity() -> HitIdentity:  # the clock-sync state is read afresh for every hit
@@ -118,6 +129,29 @@ class Daemon:
             self.dispatcher.handle(passage)
         self.sync.stop()
         self.publisher.stop(timeout=timeout)
+
+    def _publish_audit(self, topic: str, entry: dict) -> None:
+        """Audit entries travel through the durable outbox like hits, so none is lost in an outage."""
+        payload = json.dumps(entry, separators=(",", ":")).encode()
+        self.outbox.put(topic, payload, f"audit-{entry['seq']}-{entry['hash'][:16]}")
+
+    def _audit_lists(self) -> None:
+        """Record lists that became live or stopped being live (delta, time window, expiry) and
+        new package versions, each of which brings a fresh hash key."""
+        status = self.store.status()
+        live = {e["id"]: e["name"] for e in status.get("lists", []) if e["live"]}
+        version = self.store.version
+        if version != self._list_version and version:
+            self.audit.record("key_rotation", key="list_hash_key", reason=f"list package version {version}")
+        self._list_version = version
+        if self._live_lists is not None or live:
+            before = self._live_lists or {}
+            for list_id in sorted(live.keys() - before.keys()):
+                self.audit.record("list_activated", list_id=list_id, name=live[list_id], version=version)
+            for list_id in sorted(before.keys() - live.keys()):
+                self.audit.record("list_deactivated", list_id=list_id, name=before[list_id], version=version,
+                                  reason="inactive, outside its time window, expired or removed")
+        self._live_lists = live
 
     def _versions(self) -> dict:
         return {"software": __version__, "detector": self.detector.version, "recognizer": self.recognizer.version,
@@ -165,6 +199,11 @@ class Daemon:
         self._build(self.cfg)
         self._start()
         notify("READY=1", f"STATUS=reading plates from {self.capture.source.label}")
+        self.audit.record("start", software=__version__, detector=self.detector.version,
+                          recognizer=self.recognizer.version, lists_version=self.store.version,
+                          config_sha256=file_sha256(self.config_path) if self.config_path else None)
+        self._audit_lists()
+        stop_reason = "signal"
         log.info("anpr-edge %s started: device %s camera %s", __version__, self.cfg.device.id, self.cfg.camera.id)
         last_status = 0.0
         try:
@@ -181,24 +220,30 @@ class Daemon:
                     for passage in self.pipeline.process(frame):
                         self.dispatcher.handle(passage)
                     if self.max_frames and self.pipeline.stats.frames >= self.max_frames:
+                        stop_reason = "frame limit"
                         break
                 elif self.capture.ended:
                     for passage in self.pipeline.finish():
                         self.dispatcher.handle(passage)
                     if self.exit_at_end:
                         self._drain(timeout=30.0)
+                        stop_reason = "source ended"
                         break
                     self._stop.wait(0.5)
                 self.watchdog.tick()
                 if time.monotonic() - last_status >= 2.0:
+                    self._audit_lists()
                     self._write_status()
                     last_status = time.monotonic()
         finally:
             notify("STOPPING=1")
             log.info("stopping")
             self._stop_parts()
+            self.audit.record("stop", reason=stop_reason, uptime_s=round(time.monotonic() - self._started, 1),
+                              outbox_depth=self.outbox.depth())
             self._write_status_safely()
-            log.info("stopped; %d hit(s) waiting in the outbox", self.outbox.depth())
+            log.info("stopped; %d item(s) waiting in the outbox", self.outbox.depth())
+            self.outbox.close()
         return 0
 
     def _write_status_safely(self) -> None:
@@ -216,17 +261,32 @@ class Daemon:
         if self.config_path is None:
             log.warning("SIGHUP ignored: no config file to reload")
             return
+        new_sha = file_sha256(self.config_path)
         try:
             new = load_config(self.config_path)
         except ConfigError as e:
             log.error("config reload refused, keeping the running config: %s", e)
+            self.audit.record("config_change", new_sha256=new_sha, accepted=False, error=str(e).splitlines()[-1][:200])
             return
-        log.info("config reload: restarting the pipeline with the new config")
+        sections = changed_sections(self.cfg, new)
+        log.info("config reload: restarting the pipeline with the new config (changed: %s)", ", ".join(sections) or "none")
         self._stop_parts()
+        old_keys = {k: _sha_or_none(getattr(self.cfg.lists, k)) for k in ("device_key", "signing_public_key")}
         self.cfg = new
         self._build(new)
+        self.audit.record("config_change", new_sha256=new_sha, sections=sections, accepted=True)
+        for key, old in old_keys.items():
+            if _sha_or_none(getattr(new.lists, key)) != old:
+                self.audit.record("key_rotation", key=key, reason="config reload")
         self._start()
         log.info("config reloaded")
+
+
+def _sha_or_none(path: Path) -> str | None:
+    try:
+        return file_sha256(path)
+    except OSError:
+        return None
 
 
 def run_daemon(cfg: EdgeConfig, config_path: Path | None = None, max_frames: int = 0,
