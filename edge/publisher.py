@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import random
 import socket
 import ssl
 import threading
@@ -367,7 +368,7 @@ class Publisher:
                 client.connect(host, port, self.cfg.keepalive_s)
             except (OSError, ssl.SSLError) as e:
                 self._fail(describe_connect_error(e, host, port, self.cfg.tls))
-                if self._sleep(backoff):
+                if self._sleep(backoff * random.uniform(0.5, 1.0)):  # jitter: a fleet must not reconnect in step
                     break
                 backoff = min(backoff * 2, self.cfg.reconnect_max_s)
                 continue
@@ -408,7 +409,7 @@ class Publisher:
                 self._client = None
             if was_up:
                 backoff = self.cfg.reconnect_min_s
-            if self._sleep(backoff):
+            if self._sleep(backoff * random.uniform(0.5, 1.0)):  # jitter: a fleet must not reconnect in step
                 break
             backoff = min(backoff * 2, self.cfg.reconnect_max_s)
 
