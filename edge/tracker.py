@@ -48,17 +48,21 @@ class TrackerConfig(Section):
         "Observations a track needs before it yields a passage (shorter tracks are taken for false detections)."))
     early_reads: int = Field(4, ge=1, description=(
         "Reads a track needs before its passage may be emitted early (fewer reads wait for the track to close)."))
-    max_match_distance: float = Field(1.5, gt=0, description=(
+    max_match_distance: float = Field(1.0, gt=0, description=(
         "Largest distance, in plate widths, between a track's predicted position and a detection that can "
         "continue it (grows with frames missed in a row)."))
-    max_size_change: float = Field(1.8, gt=1, description=(
-        "Largest ratio between a detection's width and the track's last width for them to be the same plate."))
+    max_size_change: float = Field(1.3, gt=1, description=(
+        "Largest ratio between a detection's width and the track's predicted width for them to be the same "
+        "plate (grows with frames missed in a row)."))
     reread_every: int = Field(10, ge=1, description=(
         "A confidently read track is read again only every this many of its frames, to confirm it is still "
         "the same plate; the recognizer is skipped for it otherwise."))
-    text_match_distance: int = Field(2, ge=0, description=(
+    text_match_distance: int = Field(3, ge=0, description=(
         "Edit distance up to which a read counts as the same plate as a track's text; further apart, a "
         "confident read does not join the track."))
+    full_weight_width: float = Field(80.0, ge=0, description=(
+        "Plate width in pixels from which a read counts fully in the vote; reads of narrower plates count "
+        "proportionally less (down to a third), as small plates are misread more often (0 = all count fully)."))
     rejoin_s: float = Field(10.0, ge=0, description=(
         "A plate whose text equals a passage closed less than this long ago continues that passage silently "
         "instead of giving a new one (a vehicle hidden for a moment, a plate that leaves and re-enters)."))
@@ -97,6 +101,7 @@ class _Track:
     last_utc: datetime
     box: tuple[float, float, float, float]
     velocity: tuple[float, float] = (0.0, 0.0)  # pixels per ms of the centre
+    growth: float = 0.0  # change of log plate width per ms (approaching > 0)
     frames: int = 0
     misses: int = 0  # processed frames in a row without this track
     since_read: int = 0  # frames since the last read
@@ -107,11 +112,13 @@ class _Track:
     best_score: float = -1.0
     consensus: Consensus | None = None
     emitted: bool = False  # its passage is out; the track stays silent until it closes
+    replaces: str = ""  # text of the silent track this one took over from (a contradicting read)
 
-    def predict(self, mono_ms: float) -> tuple[float, float]:
+    def predict(self, mono_ms: float) -> tuple[float, float, float]:
+        """Centre x, y and plate width expected at mono_ms (constant velocity and growth)."""
         dt = min(max(mono_ms - self.last_ms, 0.0), 1000.0)  # never extrapolate far (gated or stopped)
         cx, cy = _center(self.box)
-        return cx + self.velocity[0] * dt, cy + self.velocity[1] * dt
+        return cx + self.velocity[0] * dt, cy + self.velocity[1] * dt, _width(self.box) * math.exp(self.growth * dt)
 
     @property
     def confident(self) -> bool:
@@ -133,18 +140,24 @@ class PassageTracker:
         """Open tracks (seen recently, including silent ones whose passage is out)."""
         return len(self._tracks)
 
+    @property
+    def settled(self) -> bool:
+        """True when every open track is silent (its passage is out): on a frame where nothing moved the
+        pipeline may then skip detection and not call `update` at all, and a parked car costs nothing."""
+        return all(t.emitted for t in self._tracks)
+
     # --- association -------------------------------------------------------------------------------
 
     def _position_cost(self, t: _Track, det: Detection, mono_ms: float) -> float | None:
         """Distance in plate widths to the prediction, plus size change; None when out of the gate."""
-        px, py = t.predict(mono_ms)
+        px, py, w_t = t.predict(mono_ms)
         cx, cy = _center(det.box)
-        w_t, w_d = _width(t.box), _width(det.box)
+        w_d = _width(det.box)
         ratio = max(w_t, w_d) / min(w_t, w_d)
-        if ratio > self.cfg.max_size_change * (1 + 0.25 * t.misses):
+        if ratio > self.cfg.max_size_change ** (1 + 0.5 * min(t.misses, 4)):
             return None
         dist = math.hypot(cx - px, cy - py) / max(w_t, w_d)
-        gate = self.cfg.max_match_distance * (1 + 0.5 * min(t.misses, 6))
+        gate = self.cfg.max_match_distance * (1 + 0.25 * min(t.misses, 4))  # at most twice as wide
         if dist > gate:
             return None
         return dist + math.log(ratio)
@@ -161,7 +174,7 @@ class PassageTracker:
             return 0.0
         d = edit_distance(read.text, t.consensus.text)
         sure = t.emitted or t.consensus.confidence >= 0.5
-        if sure and d > self.cfg.text_match_distance and read.confidence >= 0.2:
+        if sure and d > self.cfg.text_match_distance:
             return None
         return 0.3 * min(d, 3)
 
@@ -215,6 +228,9 @@ class PassageTracker:
             t = self._rejoin(obs, used_t)
             if t is None:
                 t = self._new_track(obs)
+                if oi in vetoed:
+                    old = self._tracks[vetoed[oi][1]]
+                    t.replaces = old.consensus.text if old.consensus is not None and old.emitted else ""
                 self._tracks.append(t)
             used_t.add(self._tracks.index(t))
             self._add(t, obs, frame)
@@ -275,9 +291,13 @@ class PassageTracker:
         if t.frames > 0 and 0 < dt <= 1000 and t.misses <= 2:
             (ox, oy), (nx, ny) = _center(t.box), _center(det.box)
             v = ((nx - ox) / dt, (ny - oy) / dt)
-            t.velocity = (0.5 * t.velocity[0] + 0.5 * v[0], 0.5 * t.velocity[1] + 0.5 * v[1]) if t.frames > 1 else v
+            g = math.log(_width(det.box) / _width(t.box)) / dt
+            if t.frames > 1:
+                v = (0.5 * t.velocity[0] + 0.5 * v[0], 0.5 * t.velocity[1] + 0.5 * v[1])
+                g = 0.5 * t.growth + 0.5 * g
+            t.velocity, t.growth = v, g
         elif t.misses > 2:
-            t.velocity = (0.0, 0.0)
+            t.velocity, t.growth = (0.0, 0.0), 0.0
         t.box = det.box
         t.last_ms, t.last_utc = obs.mono_ms, obs.utc
         t.frames += 1
@@ -293,7 +313,8 @@ class PassageTracker:
         t.since_read = 0
         if not obs.read.text:
             return
-        weight = 1.0
+        fw = self.cfg.full_weight_width
+        weight = 1.0 if fw <= 0 else min(1.0, max(1 / 3, w / fw))
         t.reads.append((obs.read, weight))
         if len(t.reads) > self.cfg.max_reads:
             t.reads.remove(min(t.reads, key=lambda rw: rw[0].confidence))
@@ -336,6 +357,8 @@ class PassageTracker:
         if any(o is not t and o.emitted and o.consensus is not None and o.consensus.text == c.text
                for o in self._tracks):
             return None  # a split of a track whose passage is already out
+        if t.replaces and edit_distance(t.replaces, c.text) <= self.cfg.text_match_distance:
+            return None  # the contradicting read was a misread: still the vehicle already reported
         return self._passage(t, c)
 
     def _close(self, t: _Track) -> Passage | None:
