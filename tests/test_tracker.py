@@ -176,3 +176,25 @@ def test_edit_distance():
     assert edit_distance("HXNB23", "HXNB2") == 1
     assert edit_distance("HXNB23", "HX5B28") == 2
     assert edit_distance("", "AB") == 2
+
+
+def test_settled_when_every_open_track_has_its_passage_out():
+    from edge.types import PlateRead
+    tracker = PassageTracker(TrackerConfig())
+    assert tracker.settled and tracker.active == 0
+    read = PlateRead(text="HXNB23", formatted="HX-NB-23", country="NL", confidence=0.95, char_confidences=(0.99,) * 6)
+    out = []
+    for i in range(6):
+        fr = frame_at(i, 10)
+        det = detection(300, 300, 120)
+        r = read if tracker.wants_read(det, fr) else None
+        out += tracker.update(fr, [Observation(detection=det, read=r, frame_index=i, mono_ms=fr.mono_ms, utc=fr.utc)])
+        if i == 0:
+            assert not tracker.settled  # a track still being read
+    assert [(p.text, p.formatted, p.country) for p in out] == [("HXNB23", "HX-NB-23", "NL")]
+    assert tracker.settled and tracker.active == 1  # parked: open but silent
+    # frames without the plate (the detector ran) close it after close_after_s, without a second passage
+    closed = []
+    for i in range(6, 30):
+        closed += tracker.update(frame_at(i, 10), [])
+    assert closed == [] and tracker.active == 0
