@@ -100,8 +100,8 @@ def seal(payload: bytes, *, kind: Kind, version: int, seq: int,
     }, sort_keys=True).encode("utf-8")
     total = _PREFIX.size + len(header) + len(payload) + 16 + SIG_LEN
     prefix = _PREFIX.pack(MAGIC, key_id(signing_key.public_key()), total, len(header)) + header
-    body = prefix + AESGCM(content_key).encrypt(nonce, payload, prefix)
-    return body + signing_key.sign(body)
+    body = b"".join((prefix, AESGCM(content_key).encrypt(nonce, payload, prefix)))
+    return b"".join((body, signing_key.sign(body)))
 
 
 def verify(blob: bytes, trusted: list[Ed25519PublicKey]) -> tuple[dict, int]:
@@ -119,7 +119,8 @@ def verify(blob: bytes, trusted: list[Ed25519PublicKey]) -> tuple[dict, int]:
     if signer is None:
         raise PackageError("unknown_signer", f"package is signed by key {kid.hex()}, which is not trusted")
     try:
-        signer.verify(blob[-SIG_LEN:], blob[:-SIG_LEN])
+        view = memoryview(blob)  # no copy of a package that may be 160 MB
+        signer.verify(view[-SIG_LEN:], view[:-SIG_LEN])
     except InvalidSignature:
         raise PackageError("bad_signature", f"signature by key {kid.hex()} does not verify") from None
     end = _PREFIX.size + hlen
@@ -165,7 +166,8 @@ def open_package(blob: bytes, trusted: list[Ed25519PublicKey], device_id: str,
     except (ValueError, KeyError, TypeError) as e:
         raise PackageError("corrupt", f"key wrap unreadable: {e}") from None
     try:
-        payload = AESGCM(content_key).decrypt(_unb64(h["nonce"]), blob[end:-SIG_LEN], blob[:end])
+        view = memoryview(blob)
+        payload = AESGCM(content_key).decrypt(_unb64(h["nonce"]), view[end:-SIG_LEN], view[:end])
     except (InvalidTag, ValueError, KeyError) as e:
         raise PackageError("corrupt", f"payload does not decrypt: {type(e).__name__}") from None
     return Opened(_header(h, len(blob)), payload)

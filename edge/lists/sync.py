@@ -129,6 +129,8 @@ class ListSync:
         self.stats.connected = True
         self.stats.last_error = ""
         client.subscribe(self.delta_topic, qos=1)
+        if not getattr(flags, "session_present", False):
+            self._want_snapshot = True  # a new session: deltas may have been missed while it did not exist
         if self._want_snapshot or self.store.index is None:
             client.subscribe(self.snapshot_topic, qos=1)
         log.info("list sync connected; topics %s, %s", self.delta_topic, self.snapshot_topic)
