@@ -70,7 +70,8 @@ class TrackerConfig(Section):
         "Reads kept per track for voting (the most confident ones); bounds memory for parked vehicles."))
     direction_ratio: float = Field(1.06, gt=1, description=(
         "Plate width growth (or shrink) over the observed frames, from a least-squares fit, that marks a "
-        "vehicle as approaching (or receding); less is 'unknown' (e.g. a parked car)."))
+        "vehicle as approaching (or receding); below it the vertical motion decides (cameras hang above plate "
+        "height, approaching plates move down), and a plate that neither grows nor moves is 'unknown' (parked)."))
 
 
 def _center(box) -> tuple[float, float]:
@@ -106,8 +107,8 @@ class _Track:
     misses: int = 0  # processed frames in a row without this track
     since_read: int = 0  # frames since the last read
     reads: list[tuple[PlateRead, float]] = field(default_factory=list)  # (read, weight)
-    sizes_first: list[tuple[float, float]] = field(default_factory=list)  # (mono_ms, width), first frames
-    sizes_last: deque = field(default_factory=lambda: deque(maxlen=20))  # (mono_ms, width), latest frames
+    sizes_first: list[tuple[float, float, float]] = field(default_factory=list)  # (mono_ms, width, centre y)
+    sizes_last: deque = field(default_factory=lambda: deque(maxlen=20))  # the same for the latest frames
     best: Observation | None = None
     best_score: float = -1.0
     consensus: Consensus | None = None
@@ -303,10 +304,11 @@ class PassageTracker:
         t.frames += 1
         t.misses = 0
         w = _width(det.box)
+        sample = (obs.mono_ms, w, _center(det.box)[1])
         if len(t.sizes_first) < 20:
-            t.sizes_first.append((obs.mono_ms, w))
+            t.sizes_first.append(sample)
         else:
-            t.sizes_last.append((obs.mono_ms, w))
+            t.sizes_last.append(sample)
         if obs.read is None:
             t.since_read += 1
             return
@@ -331,19 +333,27 @@ class PassageTracker:
                 and c.valid)
 
     def _direction(self, t: _Track) -> Direction:
-        """Approaching when the plate grows, receding when it shrinks (least-squares fit of log width)."""
-        samples = t.sizes_first + [s for s in t.sizes_last if s[0] > (t.sizes_first[-1][0] if t.sizes_first else -1)]
+        """Approaching when the plate grows, receding when it shrinks (least-squares fit of log width).
+
+        When the growth is too small to tell (a far, slow vehicle in its first frames), the plate's
+        vertical motion decides: cameras hang above plate height, so approaching plates move down.
+        """
+        last_first = t.sizes_first[-1][0] if t.sizes_first else -1.0
+        samples = t.sizes_first + [s for s in t.sizes_last if s[0] > last_first]
         if len(samples) < 3:
             return "unknown"
-        ts = np.array([s[0] for s in samples]) / 1000.0
-        lw = np.log(np.array([s[1] for s in samples]))
-        if ts[-1] - ts[0] <= 0:
+        a = np.array(samples, dtype=np.float64)
+        ts = (a[:, 0] - a[0, 0]) / 1000.0
+        span = ts[-1]
+        if span <= 0:
             return "unknown"
-        slope = float(np.polyfit(ts - ts[0], lw, 1)[0])
-        change = math.exp(abs(slope) * (ts[-1] - ts[0]))
-        if change < self.cfg.direction_ratio:
-            return "unknown"
-        return "approaching" if slope > 0 else "receding"
+        slope = float(np.polyfit(ts, np.log(a[:, 1]), 1)[0])
+        if math.exp(abs(slope) * span) >= self.cfg.direction_ratio:
+            return "approaching" if slope > 0 else "receding"
+        dy = float(np.polyfit(ts, a[:, 2], 1)[0]) * span / float(np.median(a[:, 1]))
+        if abs(dy) >= 0.3:  # moved at least 0.3 plate widths up or down
+            return "approaching" if dy > 0 else "receding"
+        return "unknown"
 
     def _emit(self, t: _Track) -> Passage | None:
         """Mark the track's passage as out; None when the same plate was just reported (rejoin)."""
