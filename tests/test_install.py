@@ -58,6 +58,8 @@ def test_unit_keys():
     assert one(u, "Service.ExecStart") == "/opt/anpr-edge/venv/bin/anpr-edge run --config /etc/anpr-edge/edge.yaml"
     assert one(u, "Service.ExecReload") == "/bin/kill -HUP $MAINPID"
     assert one(u, "Service.StandardOutput") == one(u, "Service.StandardError") == "journal"
+    assert one(u, "Service.LimitCORE") == "0" and one(u, "Service.MemorySwapMax") == "0", \
+        "memory holding plates and decrypted lists must not reach a core dump or swap"
     assert one(u, "Service.ProtectSystem") == "strict"
     for key in ("PrivateTmp", "NoNewPrivileges", "ProtectHome", "ProtectKernelTunables", "ProtectKernelModules",
                 "ProtectControlGroups", "RestrictSUIDSGID", "LockPersonality", "RestrictNamespaces"):
