@@ -435,6 +435,9 @@ class Publisher:
                     self._state.inflight.clear()
                     inflight_gen = self._generation
                 now = time.monotonic()
+                if self._announce:  # just (re)connected: paho re-sends what was in flight, restart their clocks
+                    for it in self._state.inflight.values():
+                        it.sent = now
                 if self._announce or now >= next_beat:
                     self._announce = False
                     self._heartbeat(client)

@@ -100,6 +100,32 @@ def test_consumer_drops_duplicates_and_stops_at_count(broker, tmp_path):
     assert "is not a hit" in err
 
 
+def test_persistent_consumer_gets_hits_published_while_it_was_down(broker, tmp_path):
+    common = ("--host", "127.0.0.1", "--port", str(broker.port), "--persistent", "--client-id", "central-1")
+    first, _ = start_consumer(tmp_path, "p1", *common)
+    stop(first)  # the broker keeps the session and queues QoS 1 hits for it
+    ob = Outbox(tmp_path / "o.sqlite")
+    pub = Publisher(cfg_for(broker.port), ob, "unit-1")
+    pub.start()
+    ids = []
+    try:
+        for _ in range(25):
+            h = new_hit_id()
+            ob.put("anpr/politie/unit-1/hits", json.dumps({"hit_id": h}).encode(), h)
+            ids.append(h)
+        pub.notify()
+        assert wait_for(lambda: ob.depth() == 0)
+    finally:
+        pub.stop()
+    second, out = start_consumer(tmp_path, "p2", *common, "--count", "25")
+    try:
+        assert second.wait(15) == 0
+    finally:
+        if second.poll() is None:
+            stop(second)
+    assert read_ids(out) == ids
+
+
 def test_consumer_reports_refused_connection(tmp_path):
     from conftest import free_port
 
