@@ -159,7 +159,7 @@ def _one_core() -> None:
     cv2.setNumThreads(1)
 
 
-def bench(seconds: float, sizes: list[tuple[int, int]], cores: str) -> list[dict]:
+def bench(seconds: float, sizes: list[tuple[int, int]], cores: str, models: Path = MODELS) -> list[dict]:
     from make_test_videos import dashcam_background, make_scene, write_video
 
     rows = []
@@ -175,7 +175,7 @@ def bench(seconds: float, sizes: list[tuple[int, int]], cores: str) -> list[dict
                 if mode == "one":
                     _one_core()
                 threads = 1 if mode == "one" else 0
-                det, rec = load_models(MODELS, threads=threads)
+                det, rec = load_models(models, threads=threads)
                 pipe = build_pipeline(det, rec, tracking=TrackerConfig(), motion=MotionConfig())
                 pipe.process(frames[0])  # warm-up (session allocation)
                 pipe = build_pipeline(det, rec, tracking=TrackerConfig(), motion=MotionConfig())
@@ -209,15 +209,17 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--size", default="640x480")
     e.add_argument("--video", type=Path, help="evaluate this video (its truth JSON beside it) instead")
     e.add_argument("--show-errors", action="store_true", help="print misread synthetic plates (debugging only)")
+    for p in (b, e):
+        p.add_argument("--models", type=Path, default=MODELS, help="folder with detector.onnx and recognizer.onnx")
     args = ap.parse_args(argv)
     if args.cmd == "bench":
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
         # all cores first: pinning to one core cannot be undone inside the process
-        bench(args.seconds, sizes, "all" if args.cores == "both" else args.cores)
+        bench(args.seconds, sizes, "all" if args.cores == "both" else args.cores, args.models)
         if args.cores == "both":
-            bench(args.seconds, sizes, "one")
+            bench(args.seconds, sizes, "one", args.models)
         return 0
-    det, rec = load_models(MODELS, threads=0)
+    det, rec = load_models(args.models, threads=0)
     if args.video:
         videos = [args.video]
     else:
