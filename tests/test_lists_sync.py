@@ -24,9 +24,10 @@ def wait_for(cond, timeout=5.0, step=0.01):
 
 
 @pytest.fixture
-def setup(tmp_path, broker):
+def setup(request, tmp_path, broker):
     fleet = make_fleet(tmp_path, devices=("cam1",))
-    mqtt_cfg = MqttConfig(host=broker.host, port=broker.port, reconnect_min_s=0.1, reconnect_max_s=0.5)
+    mqtt_cfg = MqttConfig(host=broker.host, port=broker.port, reconnect_min_s=0.1, reconnect_max_s=0.5,
+                          protocol=getattr(request, "param", "auto"))
     syncs = []
 
     def start(store=None):
@@ -67,6 +68,7 @@ def test_urgent_addition_is_matchable_within_2_s(setup, capsys):
     print(f"urgent addition matchable after {elapsed * 1000:.0f} ms")
 
 
+@pytest.mark.parametrize("setup", ["5", "3.1.1"], indirect=True)
 def test_deltas_sent_while_offline_arrive_on_reconnect(setup, capsys):
     fleet, _, start, cli, tmp = setup
     assert cli("build", "--lists", tmp / "lists.yaml", "--csv", tmp / "plates.csv") == 0
