@@ -187,3 +187,21 @@ def test_aim_text_report_and_show_text(video):
     assert shown.returncode == 0, shown.stderr
     rep = json.loads(shown.stdout)
     assert len(rep["texts"]) == rep["vehicles"] >= 1
+
+
+@needs_models
+def test_aim_takes_source_roi_and_thresholds_from_the_config(tmp_path, video):
+    import yaml
+
+    data = yaml.safe_load((ROOT / "config" / "edge.example.yaml").read_text())
+    data["camera"]["source"] = f"file:{video}"
+    data["camera"]["roi"] = [[0, 0], [120, 0], [120, 60], [0, 60]]  # the sky corner: no lane, no plate
+    data["models"]["dir"] = str(MODELS)
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    r = run_camera("aim", "--config", str(cfg), "--frames", "12", "--once", "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["frames"] == 12 and rep["plates"] >= 6
+    assert rep["plates_ignored"] == rep["plates"], "every plate lies outside the configured ROI"
+    assert rep["vehicles"] == 0, "the daemon would read none of them"
