@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from edge.lists import keys
-from edge.lists.central import Central, CentralError
+from edge.lists.central import CentralError
 from edge.lists.cli import main
 from edge.lists.config import ListsConfig
 from edge.lists.csvrows import CsvError

@@ -60,6 +60,8 @@ class ListMatcher:
         if idx is None or not (self.enabled_all or self.enabled):
             return []
         now = now_utc or datetime.now(timezone.utc)
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=timezone.utc)  # the pipeline's clocks are UTC
         variants = plate_variants(text, alternatives, country, self.max_variants)
         found = idx.lookup([v for v, _ in variants])
         if not found:

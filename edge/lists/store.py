@@ -23,7 +23,7 @@ from edge.lists import keys
 from edge.lists.codec import PayloadError, decode_delta, decode_snapshot
 from edge.lists.config import ListsConfig
 from edge.lists.index import DeltaError, ListIndex
-from edge.lists.package import Header, PackageError, open_package
+from edge.lists.package import PackageError, open_package
 
 log = logging.getLogger(__name__)
 
