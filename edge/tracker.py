@@ -67,7 +67,8 @@ class TrackerConfig(Section):
         "A plate whose text equals a passage closed less than this long ago continues that passage silently "
         "instead of giving a new one (a vehicle hidden for a moment, a plate that leaves and re-enters)."))
     max_reads: int = Field(40, ge=1, description=(
-        "Reads kept per track for voting (the most confident ones); bounds memory for parked vehicles."))
+        "Reads kept per track for voting (the most confident ones); bounds memory for parked vehicles. A track "
+        "read this often without getting confident is then re-read only every reread_every frames."))
     direction_ratio: float = Field(1.06, gt=1, description=(
         "Plate width growth (or shrink) over the observed frames, from a least-squares fit, that marks a "
         "vehicle as approaching (or receding); below it the vertical motion decides (cameras hang above plate "
@@ -106,7 +107,8 @@ class _Track:
     frames: int = 0
     misses: int = 0  # processed frames in a row without this track
     since_read: int = 0  # frames since the last read
-    reads: list[tuple[PlateRead, float]] = field(default_factory=list)  # (read, weight)
+    reads: list[tuple[PlateRead, float]] = field(default_factory=list)  # (read, weight), best max_reads kept
+    n_reads: int = 0  # reads with text so far
     sizes_first: list[tuple[float, float, float]] = field(default_factory=list)  # (mono_ms, width, centre y)
     sizes_last: deque = field(default_factory=lambda: deque(maxlen=20))  # the same for the latest frames
     best: Observation | None = None
@@ -174,7 +176,7 @@ class PassageTracker:
         if read is None or not read.text or t.consensus is None or not t.consensus.text:
             return 0.0
         d = edit_distance(read.text, t.consensus.text)
-        sure = t.emitted or t.consensus.confidence >= 0.5
+        sure = t.emitted or (t.consensus.confidence >= 0.9 and len(t.reads) >= 2)
         if sure and d > self.cfg.text_match_distance:
             return None
         return 0.3 * min(d, 3)
@@ -190,8 +192,11 @@ class PassageTracker:
         if len(near) != 1:
             return True  # a new plate, or ambiguous between tracks: the read decides
         cost, t = near[0]
-        if not t.emitted or cost > 0.5 * self.cfg.max_match_distance:
+        if cost > 0.5 * self.cfg.max_match_distance:
             return True
+        if not t.emitted and t.n_reads < self.cfg.max_reads:
+            return True
+        # silent, or read max_reads times without getting confident (an unreadable parked plate)
         return t.since_read + 1 >= self.cfg.reread_every
 
     def update(self, frame: Frame, observations: list[Observation]) -> list[Passage]:
@@ -221,7 +226,8 @@ class PassageTracker:
             used_t.add(ti)
             self._add(self._tracks[ti], observations[oi], frame)
         # a silent track contradicted by an unmatched read at its place has been replaced: end it
-        replaced = {self._tracks[ti].id for oi, (_, ti) in vetoed.items() if oi not in used_o and ti not in used_t}
+        replaced = {self._tracks[ti].id for oi, (_, ti) in vetoed.items()
+                    if oi not in used_o and ti not in used_t and self._tracks[ti].emitted}
         # unmatched observations: rejoin a lost track by text, else start a new track
         for oi, obs in enumerate(observations):
             if oi in used_o:
@@ -318,6 +324,7 @@ class PassageTracker:
         fw = self.cfg.full_weight_width
         weight = 1.0 if fw <= 0 else min(1.0, max(1 / 3, w / fw))
         t.reads.append((obs.read, weight))
+        t.n_reads += 1
         if len(t.reads) > self.cfg.max_reads:
             t.reads.remove(min(t.reads, key=lambda rw: rw[0].confidence))
         score = obs.read.confidence * min(1.0, w / 200.0) ** 0.25

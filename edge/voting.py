@@ -25,6 +25,7 @@ from edge.types import PlateRead
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _K = len(ALPHABET)
 _Q_MIN, _Q_MAX = 0.05, 0.98
+_MAX_EVIDENCE = 8.0  # total read weight beyond which weights are scaled down (many garbage reads prove nothing)
 _LEN_RIGHT = 0.8  # a reader's chance to get the number of characters right, before its confidence counts
 _LOOKALIKE_SHARE = 0.5  # share of a read's doubt that goes to look-alikes of the character it read
 _LOOKALIKE = {c: "".join(g.replace(c, "") for g in grammar.LOOKALIKE_GROUPS if c in g)
@@ -152,6 +153,9 @@ def vote(reads: Sequence[PlateRead], weights: Sequence[float] | None = None, *,
     pairs = [(r, w) for r, w in pairs if r.text and w > 0]
     if not pairs:
         return None
+    total_w = sum(w for _, w in pairs)
+    if total_w > _MAX_EVIDENCE:  # reads of one plate are not independent: cap what many of them can prove
+        pairs = [(r, w * _MAX_EVIDENCE / total_w) for r, w in pairs]
 
     by_len = _length_posterior(pairs)
     total = 1.0

@@ -198,3 +198,23 @@ def test_settled_when_every_open_track_has_its_passage_out():
     for i in range(6, 30):
         closed += tracker.update(frame_at(i, 10), [])
     assert closed == [] and tracker.active == 0
+
+
+def test_unreadable_parked_plate_stops_costing_reads():
+    from edge.types import PlateRead
+    cfg = TrackerConfig()
+    tracker = PassageTracker(cfg)
+    rng = np.random.default_rng(0)
+    reads = 0
+    for i in range(600):
+        fr = frame_at(i, 10)
+        det = detection(300, 300, 100)
+        r = None
+        if tracker.wants_read(det, fr):
+            reads += 1
+            text = "".join(rng.choice(list("ABCDEFGH12345"), size=6))  # garbage: never confident
+            r = PlateRead(text=text, formatted=text, country="", confidence=0.2, char_confidences=(0.4,) * 6)
+        tracker.update(fr, [Observation(detection=det, read=r, frame_index=i, mono_ms=fr.mono_ms, utc=fr.utc)])
+    assert reads <= cfg.max_reads + 600 // cfg.reread_every + 1
+    passages = tracker.flush()
+    assert len(passages) == 1 and passages[0].confidence < 0.5  # one low-confidence passage, not matched

@@ -1,0 +1,106 @@
+"""End to end on rendered videos: real detector + recognizer models + tracker, one passage per vehicle.
+
+Videos are rendered into tmp_path from scripts/make_test_videos.py (real dashcam backgrounds, MIT)
+and the bundled demo video is replayed; ground truth comes with each video. A larger evaluation
+runs with `scripts/bench_pipeline.py eval --count 24`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from bench_pipeline import evaluate, frames_of, score  # noqa: E402
+from make_test_videos import build_suite, write_video  # noqa: E402
+
+from edge.factory import build_pipeline, load_models  # noqa: E402
+from edge.motion import MotionConfig  # noqa: E402
+from edge.tracker import TrackerConfig  # noqa: E402
+
+MODELS = ROOT / "models"
+
+
+@pytest.fixture(scope="module")
+def models():
+    missing = [n for n in ("detector.onnx", "recognizer.onnx") if not (MODELS / n).exists()]
+    if missing:
+        pytest.fail(f"models missing in {MODELS}: {', '.join(missing)} (trained by scripts/train_*.py)")
+    return load_models(MODELS, threads=0)
+
+
+@pytest.mark.slow
+def test_rendered_videos_one_passage_per_vehicle_read_correctly(models, tmp_path, shared_data):
+    videos = []
+    for i, scene in enumerate(build_suite(4, seed=3)):  # single, two at once, stop-and-go, parked car
+        videos.append(tmp_path / f"v{i}.mp4")
+        write_video(scene, videos[-1], seed=3000 + i)
+    r = evaluate(videos, *models)
+    assert r.vehicles >= 10
+    assert r.missed == 0 and r.duplicates == 0, f"{r.missed} missed, {r.duplicates} duplicate passages"
+    assert r.one_passage == r.vehicles
+    assert r.spurious == 0
+    assert r.correct / (r.passages - r.spurious) >= 0.9, f"{r.correct}/{r.passages - r.spurious} read correctly"
+
+
+@pytest.mark.slow
+def test_bundled_demo_video(models):
+    video = ROOT / "demo" / "demo.mp4"
+    r = evaluate([video], *models)
+    assert r.vehicles == 8
+    assert r.one_passage == 8 and r.spurious == 0, f"one passage for {r.one_passage}/8, {r.spurious} spurious"
+    assert r.correct >= 7, f"{r.correct}/8 demo plates read correctly"
+    assert r.direction_ok >= 7
+
+
+@pytest.mark.slow
+def test_still_scene_skips_detection_and_reads(models, tmp_path, shared_data):
+    """A parked car in an otherwise still street: one passage, and it is re-read only now and then."""
+    import numpy as np
+    from make_test_videos import Scene, Vehicle, dashcam_background
+    from platesynth import render_plate
+
+    rng = np.random.default_rng(1)
+    parked = Vehicle(plate=render_plate(rng, "NL", layout="one_row"), start_s=0.0, lane_x=0.5,
+                     z_of_t=[(0.0, 8.0), (30.0, 8.0)], front=True)
+    scene = Scene(width=640, height=480, fps=10, duration_s=20, background=dashcam_background(5, 640, 480),
+                  vehicles=[parked], noise=0.0)
+    video = tmp_path / "parked.mp4"
+    write_video(scene, video)
+    pipe = build_pipeline(*models, tracking=TrackerConfig(), motion=MotionConfig())
+    passages = []
+    for frame in frames_of(video):
+        passages += pipe.process(frame)
+    passages += pipe.finish()
+    s = pipe.stats
+    assert len(passages) == 1
+    assert s.reads <= s.frames / TrackerConfig().reread_every + 10
+
+
+def test_scoring_assigns_passages_to_vehicles_by_time_and_text():
+    """The evaluation itself: passages are matched to the vehicle they overlap in time."""
+    from datetime import datetime, timezone
+
+    from edge.types import Passage
+
+    t = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def p(text, f0, f1, direction="approaching"):
+        return Passage(track_id=0, text=text, formatted=text, country="NL", confidence=0.9, char_confidences=(),
+                       alternatives=(), first_seen_ms=f0 * 100, last_seen_ms=f1 * 100, first_seen_utc=t,
+                       last_seen_utc=t, frames=f1 - f0 + 1, direction=direction)
+
+    truth = {"fps": 10, "vehicles": [
+        {"text": "HXNB23", "first_frame": 0, "last_frame": 20, "readable_frames": 15, "direction": "approaching"},
+        {"text": "12ABCD", "first_frame": 15, "last_frame": 40, "readable_frames": 20, "direction": "receding"},
+        {"text": "ZZ99ZZ", "first_frame": 50, "last_frame": 52, "readable_frames": 2, "direction": "receding"},
+        {"text": "KL123M", "first_frame": 60, "last_frame": 80, "readable_frames": 12, "direction": "receding"}]}
+    r = score([p("HXNB23", 2, 18), p("12ABCO", 16, 30, "receding"), p("12ABCD", 31, 39, "receding"),
+               p("QQ11QQ", 90, 95)], truth)
+    assert (r.vehicles, r.optional, r.passages) == (3, 1, 4)
+    assert (r.one_passage, r.missed, r.duplicates, r.spurious) == (1, 1, 1, 1)
+    assert (r.correct, r.direction_ok) == (2, 3)
