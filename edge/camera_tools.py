@@ -18,7 +18,7 @@ import statistics
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -123,11 +123,11 @@ class Report:
     vehicles_read: int
     read_rate: float | None
     advice: list[str]
-    texts: list[str] = field(default_factory=list)
+    texts: list[str] | None = None  # vehicle texts, only when asked for with --show-text
 
     def as_dict(self) -> dict:
         d = asdict(self)
-        if not self.texts:
+        if self.texts is None:
             d.pop("texts")
         return d
 
@@ -147,7 +147,7 @@ class Report:
                        f"({self.read_rate:.0%})")
         else:
             out.append("read rate: no vehicle passages yet")
-        out.extend(f"  vehicle: {t}" for t in self.texts)
+        out.extend(f"  vehicle: {t}" for t in self.texts or ())
         out.extend(f"advice: {a}" for a in self.advice)
         return out
 
@@ -276,7 +276,7 @@ class Aimer:
             vehicles=n, vehicles_read=read, read_rate=None if n == 0 else round(read / n, 3),
             advice=advise(width, sharp, pmean, exp, n, read, self.frames_without_plates, t),
             texts=[f"{p.formatted or '(unread)'} {p.country or '?'} {p.confidence:.2f}" for p in self.passages]
-            if show_text else [],
+            if show_text else None,
         )
 
 

@@ -39,6 +39,9 @@ def crop_of(image_rel: str, box) -> np.ndarray:
 
 
 def run_camera(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    """The command as the technician runs it, with this checkout's models unless --models/--config say otherwise."""
+    if "--models" not in args and "--config" not in args:
+        args = (*args, "--models", str(MODELS))
     return subprocess.run([sys.executable, "-m", "edge.camera_tools", *args], capture_output=True, text=True,
                           cwd=ROOT, timeout=timeout)
 
