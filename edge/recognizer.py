@@ -1,0 +1,257 @@
+"""Plate recognizer serving: rectify a plate from its four corners and read it with a CTC model.
+
+The ONNX model's metadata says everything serving needs (input size, normalisation, charset,
+blank index, two-row handling), so this file holds no model constants. Two-row plates are read by
+placing the top half left of the bottom half and reading the result as one line. The Dutch
+grammar settles look-alikes (0/O, 8/B, ...) only where the read is plausibly Dutch.
+Plate texts never go into logs or exception messages here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from edge.configbase import Section
+from edge.grammar import LOOKALIKE_GROUPS, format_plate, guess_country, is_valid_nl, nl_constrained_read
+from edge.modelcontract import ModelContract, ModelContractError, make_session
+from edge.types import PlateRead
+
+
+class RecognizerConfig(Section):
+    model: Path = Field(Path("models/recognizer.onnx"), description="Path of the recognizer ONNX model.")
+    threads: int = Field(1, ge=0, le=16, description="onnxruntime intra-op threads for the recognizer (0 = all cores).")
+    top_k: int = Field(5, ge=1, le=20, description="Number of alternative texts returned with each read.")
+    dutch_grammar: bool = Field(True, description=(
+        "Resolve look-alike characters (0/O, 8/B, ...) with the Dutch sidecodes where a read is plausibly Dutch."))
+
+
+_MAX_RECT_WIDTH = 400
+_LOOKALIKE_PAIRS = {frozenset((a, b)) for g in LOOKALIKE_GROUPS for a in g for b in g if a != b}
+
+
+def rectify(image: np.ndarray, corners, max_width: int = _MAX_RECT_WIDTH) -> np.ndarray:
+    """Warp the quadrilateral `corners` (TL, TR, BR, BL) of `image` to an upright crop of its own size."""
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.size == 0:
+        raise ValueError("rectify: image must be a non-empty H x W (x 3) array")
+    pts = np.asarray(corners, dtype=np.float32)
+    if pts.shape != (4, 2) or not np.isfinite(pts).all():
+        raise ValueError(f"rectify: corners must be 4 finite (x, y) points (TL, TR, BR, BL), got shape {pts.shape}")
+    w = max(np.linalg.norm(pts[1] - pts[0]), np.linalg.norm(pts[2] - pts[3]))
+    h = max(np.linalg.norm(pts[3] - pts[0]), np.linalg.norm(pts[2] - pts[1]))
+    if w < 2 or h < 2:
+        raise ValueError(f"rectify: corners span {w:.1f} x {h:.1f} px, too small to read")
+    k = min(1.0, max_width / w)
+    ow, oh = max(int(round(w * k)), 2), max(int(round(h * k)), 2)
+    dst = np.array([[0, 0], [ow - 1, 0], [ow - 1, oh - 1], [0, oh - 1]], np.float32)
+    M = cv2.getPerspectiveTransform(pts, dst)
+    return cv2.warpPerspective(image, M, (ow, oh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
+    shrink = img.shape[1] > w or img.shape[0] > h
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def _row_split(grey: np.ndarray) -> int:
+    """Row between the two text lines: least horizontal edge energy in the middle of the plate."""
+    h = grey.shape[0]
+    lo, hi = int(h * 0.38), int(math.ceil(h * 0.62))
+    if hi - lo < 2:
+        return h // 2
+    band = grey[lo:hi].astype(np.float32)
+    energy = np.abs(np.diff(band, axis=1)).sum(axis=1)
+    energy = np.convolve(energy, np.ones(3, np.float32) / 3, mode="same")
+    return lo + int(np.argmin(energy))
+
+
+def line_image(crop: np.ndarray, height: int, width: int, two_row: bool) -> np.ndarray:
+    """The model's grey input line (uint8 height x width): two-row plates as top half | bottom half."""
+    if crop.ndim == 3:
+        grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
+    else:
+        grey = crop
+    if grey.shape[0] < 2 or grey.shape[1] < 2:
+        raise ValueError(f"plate crop of {grey.shape[1]} x {grey.shape[0]} px is too small to read")
+    lo, hi = np.percentile(grey, (2, 98))
+    if hi - lo > 8:  # stretch contrast: night and glare crops use a small part of the range
+        grey = np.clip((grey.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+    if not two_row:
+        return _resize(grey, width, height)
+    s = _row_split(grey)
+    pad = max(int(grey.shape[0] * 0.03), 1)
+    top, bottom = grey[: s + pad], grey[max(s - pad, 0):]
+    half = width // 2
+    return np.hstack([_resize(top, half, height), _resize(bottom, width - half, height)])
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    text: str
+    char_probs: tuple[float, ...]
+    position_probs: np.ndarray  # L x C (non-blank classes, renormalised)
+    gap_risk: float  # highest non-blank probability between emitted characters (a missed character)
+
+
+class PlateRecognizer:
+    """Reads plate crops with the ONNX recognizer: text, per-character and overall confidence, top-k."""
+
+    def __init__(self, model_path: str | Path, threads: int = 1, *, top_k: int = 5, dutch_grammar: bool = True):
+        self.contract = ModelContract.from_onnx(model_path)
+        self.session = make_session(model_path, threads)
+        c = self.contract
+        if c.input_channels != 1:
+            raise ModelContractError(f"{c.path}: recognizer expects a grey (1-channel) model, got {c.input_channels}")
+        self.charset = c.require("charset")
+        self.blank = int(c.require("blank_index"))
+        n_classes = len(self.charset) + 1
+        if not 0 <= self.blank < n_classes:
+            raise ModelContractError(f"{c.path}: blank_index {self.blank} outside 0..{n_classes - 1}")
+        # class index -> character ("" for blank)
+        self.classes = list(self.charset)
+        self.classes.insert(self.blank, "")
+        self.suppress = [i for i, ch in enumerate(self.classes) if ch and ch in c.get("suppress", "")]
+        self.two_row_max = float(c.get("two_row_max_aspect", "1.8"))
+        self.one_row_min = float(c.get("one_row_min_aspect", "2.8"))
+        self.input_name = self.session.get_inputs()[0].name
+        self.top_k = top_k
+        self.dutch_grammar = dutch_grammar
+        self._mean = np.float32(c.mean[0])
+        self._std = np.float32(c.std[0])
+
+    # ---- geometry -------------------------------------------------------------------------
+    def rectify(self, image: np.ndarray, corners) -> np.ndarray:
+        return rectify(image, corners)
+
+    def layouts(self, crop: np.ndarray) -> tuple[bool, ...]:
+        """Two-row hypotheses to try for a crop, from its aspect ratio (both in the ambiguous band)."""
+        aspect = crop.shape[1] / max(crop.shape[0], 1)
+        if aspect <= self.two_row_max:
+            return (True,)
+        if aspect >= self.one_row_min:
+            return (False,)
+        return (False, True)
+
+    # ---- inference ------------------------------------------------------------------------
+    def probabilities(self, crop: np.ndarray, two_row: bool) -> np.ndarray:
+        """Per-time-step class probabilities (T x C) for one layout hypothesis."""
+        line = line_image(crop, self.contract.input_height, self.contract.input_width, two_row)
+        x = (line.astype(np.float32) * np.float32(1 / 255.0) - self._mean) / self._std
+        out = self.session.run(None, {self.input_name: x[None, None]})[0][0]
+        e = np.exp(out - out.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def read(self, image: np.ndarray, corners) -> PlateRead:
+        return self.read_crop(self.rectify(image, corners))
+
+    def read_crop(self, crop: np.ndarray) -> PlateRead:
+        if not isinstance(crop, np.ndarray) or crop.ndim not in (2, 3) or crop.size == 0:
+            raise ValueError("read_crop: crop must be a non-empty H x W (x 3) uint8 array")
+        best: PlateRead | None = None
+        for two_row in self.layouts(crop):
+            r = self._decode_read(self.probabilities(crop, two_row))
+            if best is None or r.confidence > best.confidence:
+                best = r
+        assert best is not None
+        return best
+
+    # ---- decoding -------------------------------------------------------------------------
+    def _greedy(self, probs: np.ndarray) -> _Decoded:
+        p = probs.copy()
+        if self.suppress:
+            p[:, self.suppress] = 0.0
+        path = p.argmax(axis=1)
+        segs: list[tuple[int, int, int]] = []  # class, first t, last t
+        for t, k in enumerate(path):
+            if k == self.blank:
+                continue
+            if segs and segs[-1][0] == k and segs[-1][2] == t - 1:
+                segs[-1] = (k, segs[-1][1], t)
+            else:
+                segs.append((int(k), t, t))
+        nb = np.delete(p, self.blank, axis=1)  # non-blank classes, in charset order
+        rows, chars, confs = [], [], []
+        for k, a, b in segs:
+            seg = p[a: b + 1]
+            conf = float(seg[:, k].max())
+            row = nb[a: b + 1].max(axis=0)
+            rows.append(row / max(row.sum(), 1e-9))
+            chars.append(self.classes[k])
+            confs.append(conf)
+        covered = np.zeros(len(path), bool)
+        for _, a, b in segs:
+            covered[a: b + 1] = True
+        gap = float(nb[~covered].max()) if (~covered).any() and nb.shape[1] else 0.0
+        pos = np.vstack(rows) if rows else np.zeros((0, nb.shape[1]), np.float32)
+        return _Decoded("".join(chars), tuple(confs), pos, gap)
+
+    def _decode_read(self, probs: np.ndarray) -> PlateRead:
+        d = self._greedy(probs)
+        text, confs = d.text, list(d.char_probs)
+        country = ""
+        if self.dutch_grammar and len(text) == 6:
+            cr = nl_constrained_read(d.position_probs, self.charset)
+            if cr is not None and self._plausible_change(d, cr.text):
+                if cr.text != text:
+                    confs = [c if a == b else min(c, p) for a, b, c, p in zip(text, cr.text, confs, cr.char_probs)]
+                    text = cr.text
+                country = "NL"
+        if not country:
+            country = guess_country(text)
+        gap_factor = 1.0 - 0.5 * min(max(d.gap_risk - 0.2, 0.0) / 0.8, 1.0)
+        confidence = float(np.prod(confs)) * gap_factor if text else 0.0
+        alternatives = self._alternatives(d, text, confs)
+        return PlateRead(
+            text=text,
+            formatted=format_plate(text, country),
+            country=country,
+            confidence=confidence,
+            char_confidences=tuple(float(c) for c in confs),
+            alternatives=alternatives,
+        )
+
+    def _plausible_change(self, d: _Decoded, nl_text: str) -> bool:
+        """The Dutch reading may replace the greedy one only through look-alikes or close second choices."""
+        if nl_text == d.text:
+            return is_valid_nl(nl_text)
+        changes = 0
+        for i, (a, b) in enumerate(zip(d.text, nl_text)):
+            if a == b:
+                continue
+            changes += 1
+            pa = d.position_probs[i, self.charset.index(a)] if a in self.charset else 0.0
+            pb = d.position_probs[i, self.charset.index(b)] if b in self.charset else 0.0
+            if frozenset((a, b)) in _LOOKALIKE_PAIRS:
+                if pb < 0.002:
+                    return False
+            elif pb < 0.25 * pa:
+                return False
+        return changes <= 2
+
+    def _alternatives(self, d: _Decoded, text: str, confs: list[float]) -> tuple[tuple[str, float], ...]:
+        """Top-k other texts: best combinations of per-position second choices (independent positions)."""
+        if not text or d.position_probs.shape[0] != len(text):
+            return ()
+        P = d.position_probs
+        options = []
+        for i, ch in enumerate(text):
+            order = np.argsort(-P[i])[:3]
+            opts = [(ch, max(float(P[i, self.charset.index(ch)]), 1e-6))]
+            opts += [(self.charset[j], float(P[i, j])) for j in order if self.charset[j] != ch and P[i, j] > 0.01]
+            options.append(opts)
+        beams: list[tuple[str, float]] = [("", 1.0)]
+        for opts in options:
+            beams = sorted(((s + c, sc * p) for s, sc in beams for c, p in opts), key=lambda x: -x[1])[: self.top_k + 1]
+        base = math.prod(o[0][1] for o in options) or 1e-9
+        top = float(np.prod(confs)) if confs else 0.0
+        out = []
+        for s, sc in beams:
+            if s == text or sc <= 0:
+                continue
+            out.append((s, float(min(top * sc / base, 1.0))))
+        return tuple(out[: self.top_k])

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Accuracy of the plate recognizer through the serving code (edge.recognizer), per set and country.
+
+    .venv/bin/python scripts/eval_recognizer.py [--model models/recognizer.onnx] [--holdout 2000]
+
+Sets: a rendered hold-out (seed space never used in training), ../shared/data/ocr/openalpr_eu2
+(real two-row EU crops, kept out of training), uc3m val (visible characters; '?' = privacy box,
+excluded) and openalpr_br val (texts with CRC32 % 5 == 0, as split by train_recognizer.py).
+Layout (one or two rows) is decided by the recognizer from the crop, never from the label.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+import zlib
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT))
+
+from edge.recognizer import PlateRecognizer  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+TARGETS = {"holdout_exact": 0.99, "eu2_nl_exact": 0.95, "eu2_exact": 0.85, "uc3m_visible_chars": 0.95}
+
+
+def visible_matches(pred: str, label: str) -> tuple[int, int]:
+    """(visible label characters read correctly, visible characters); '?' in the label matches anything.
+
+    Characters are aligned by edit distance, so a dropped or doubled character costs only itself;
+    a hidden position may be read as anything or as nothing (serving never emits '?').
+    """
+    n, m = len(label), len(pred)
+    skip = [0 if c == "?" else 1 for c in label]
+    D = np.zeros((n + 1, m + 1), np.int32)
+    D[1:, 0] = np.cumsum(skip)
+    D[0, :] = np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            sub = 0 if (label[i - 1] == "?" or label[i - 1] == pred[j - 1]) else 1
+            D[i, j] = min(D[i - 1, j - 1] + sub, D[i - 1, j] + skip[i - 1], D[i, j - 1] + 1)
+    i, j, good = n, m, 0
+    while i > 0 and j > 0:
+        sub = 0 if (label[i - 1] == "?" or label[i - 1] == pred[j - 1]) else 1
+        if D[i, j] == D[i - 1, j - 1] + sub:
+            if sub == 0 and label[i - 1] != "?":
+                good += 1
+            i, j = i - 1, j - 1
+        elif D[i, j] == D[i - 1, j] + skip[i - 1]:
+            i -= 1
+        else:
+            j -= 1
+    return good, sum(c != "?" for c in label)
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def eval_real(rec: PlateRecognizer, items: list[tuple[Path, str, str]]) -> dict:
+    per = defaultdict(lambda: [0, 0])
+    for path, text, country in items:
+        img = cv2.imread(str(path))
+        if img is None:
+            raise SystemExit(f"cannot read image {path}")
+        ok = rec.read_crop(img).text == text
+        per[country][0] += ok
+        per[country][1] += 1
+    return {c: (a, n) for c, (a, n) in sorted(per.items())}
+
+
+def eval_holdout(rec: PlateRecognizer, n: int, seed: int) -> dict:
+    from platesynth import degrade, render_plate
+    from train_recognizer import SYNTH_COUNTRIES
+
+    per = defaultdict(lambda: [0, 0])
+    for i in range(n):
+        rng = np.random.default_rng([seed, 2, i])
+        country = "NL" if i % 2 == 0 else SYNTH_COUNTRIES[1 + (i // 2) % (len(SYNTH_COUNTRIES) - 1)]
+        plate = render_plate(rng, country, scale=float(rng.uniform(0.4, 0.65)))
+        crop = degrade(rng, plate.image, plate.corners, strength=float(rng.uniform(0.3, 1.2))).image
+        ok = rec.read_crop(crop).text == plate.text
+        key = f"{plate.country}/{plate.layout}" if plate.country == "NL" else plate.country
+        per[key][0] += ok
+        per[key][1] += 1
+    return {c: (a, n) for c, (a, n) in sorted(per.items())}
+
+
+def _total(d: dict) -> tuple[int, int]:
+    return sum(a for a, _ in d.values()), sum(n for _, n in d.values())
+
+
+def _line(name: str, a: int, n: int) -> str:
+    return f"  {name:<14} {a:>5}/{n:<5} {100.0 * a / max(n, 1):6.2f}%"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=ROOT / "models" / "recognizer.onnx")
+    ap.add_argument("--holdout", type=int, default=2000, help="rendered hold-out size (0 = skip)")
+    ap.add_argument("--seed", type=int, default=2026)
+    ap.add_argument("--no-grammar", action="store_true", help="greedy reads only (no Dutch sidecode decoding)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args(argv)
+
+    rec = PlateRecognizer(args.model, threads=1, dutch_grammar=not args.no_grammar)
+    print(f"model {args.model} version {rec.contract.version} grammar {'off' if args.no_grammar else 'on'}")
+    figures: dict[str, float] = {}
+    t0 = time.time()
+
+    root = DATA / "ocr" / "openalpr_eu2"
+    items = [(root / r["image"], r["text"], r["country"].upper()) for r in _csv(root / "labels.csv")]
+    per = eval_real(rec, items)
+    a, n = _total(per)
+    print(f"openalpr_eu2 (real two-row EU crops, not trained on): exact {a}/{n} = {100 * a / n:.2f}%")
+    for c, (ca, cn) in per.items():
+        print(_line(c, ca, cn))
+    figures["eu2_exact"] = a / n
+    figures["eu2_nl_exact"] = per["NL"][0] / per["NL"][1]
+
+    root = DATA / "ocr" / "uc3m"
+    good = vis = exact = total = 0
+    for r in _csv(root / "labels.csv"):
+        if r["split"] != "val" or not r["text"]:
+            continue
+        img = cv2.imread(str(root / r["image"]))
+        pred = rec.read_crop(img).text
+        g, v = visible_matches(pred, r["text"])
+        good, vis, total = good + g, vis + v, total + 1
+        exact += (g == v and len(pred) == len(r["text"]))
+    print(f"uc3m val (ES, '?' positions excluded): visible characters {good}/{vis} = {100 * good / vis:.2f}%, "
+          f"plates with all visible characters right {exact}/{total} = {100 * exact / total:.2f}%")
+    figures["uc3m_visible_chars"] = good / vis
+    figures["uc3m_visible_plates"] = exact / total
+
+    root = DATA / "ocr" / "openalpr_br"
+    items = [(root / r["image"], r["text"], "BR") for r in _csv(root / "labels.csv")
+             if zlib.crc32(r["text"].encode()) % 5 == 0]
+    per = eval_real(rec, items)
+    a, n = _total(per)
+    print(f"openalpr_br val (split by text): exact {a}/{n} = {100 * a / n:.2f}%")
+    figures["br_val_exact"] = a / n
+
+    if args.holdout:
+        per = eval_holdout(rec, args.holdout, args.seed)
+        a, n = _total(per)
+        print(f"rendered hold-out (seed {args.seed}, degraded, half NL): exact {a}/{n} = {100 * a / n:.2f}%")
+        for c, (ca, cn) in per.items():
+            print(_line(c, ca, cn))
+        figures["holdout_exact"] = a / n
+        nl = [v for k, v in per.items() if k.startswith("NL")]
+        figures["holdout_nl_exact"] = sum(x for x, _ in nl) / max(sum(y for _, y in nl), 1)
+
+    print("targets:")
+    for k, target in TARGETS.items():
+        if k in figures:
+            print(f"  {k:<20} {100 * figures[k]:6.2f}%  target {100 * target:.0f}%  "
+                  f"{'MET' if figures[k] >= target else 'NOT MET'}")
+    print(f"({time.time() - t0:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,158 @@
+"""Recognizer serving with the real ONNX model on real and rendered crops; model contract helpers."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.grammar import is_valid_nl
+from edge.modelcontract import ModelContract, ModelContractError, make_session, read_metadata
+from edge.recognizer import PlateRecognizer, RecognizerConfig, line_image, rectify
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "models" / "recognizer.onnx"
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from platesynth import degrade, render_plate  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def rec() -> PlateRecognizer:
+    assert MODEL.is_file(), f"{MODEL} is missing: the recognizer model is part of the repository"
+    return PlateRecognizer(MODEL, threads=1)
+
+
+def _eu2(shared_data: Path, country: str | None = None) -> list[tuple[np.ndarray, str, str]]:
+    root = shared_data / "ocr" / "openalpr_eu2"
+    with open(root / "labels.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if country is None or r["country"] == country]
+    return [(cv2.imread(str(root / r["image"])), r["text"], r["country"]) for r in rows]
+
+
+def test_contract_carries_everything_serving_needs():
+    meta = read_metadata(MODEL)
+    for key in ("charset", "blank_index", "input_height", "input_width", "input_channels", "mean", "std",
+                "version", "two_row", "two_row_max_aspect"):
+        assert key in meta, key
+    c = ModelContract.from_onnx(MODEL)
+    assert (c.input_channels, c.kind) == (1, "plate_recognizer")
+    assert c.input_height > 0 and c.input_width > c.input_height
+    sess = make_session(MODEL, threads=1)
+    assert sess.get_session_options().intra_op_num_threads == 1
+    assert MODEL.stat().st_size < 8_000_000
+    assert int(meta["parameters"]) <= 2_000_000
+
+
+def test_contract_errors_name_the_problem(tmp_path):
+    with pytest.raises(ModelContractError, match="not found"):
+        make_session(tmp_path / "nope.onnx", 1)
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ModelContractError, match="bad.onnx"):
+        ModelContract.from_onnx(bad)
+
+
+def test_config_section_is_strict():
+    assert RecognizerConfig().threads == 1
+    with pytest.raises(ValueError):
+        RecognizerConfig(trheads=2)
+
+
+def test_rectify_undoes_a_perspective_view():
+    rng = np.random.default_rng(3)
+    plate = render_plate(rng, "NL", layout="one_row", scale=0.5)
+    h, w = plate.image.shape[:2]
+    src = np.array(plate.corners, np.float32)
+    dst = np.array([[100, 80], [100 + w * 0.9, 60], [110 + w * 0.95, 60 + h * 1.1], [95, 80 + h]], np.float32)
+    scene = np.full((400, 600, 3), 90, np.uint8)
+    M = cv2.getPerspectiveTransform(src, dst)
+    scene = cv2.warpPerspective(plate.image, M, (600, 400), dst=scene, borderMode=cv2.BORDER_TRANSPARENT)
+    crop = rectify(scene, dst)
+    back = cv2.resize(crop, (w, h))
+    assert np.abs(back.astype(int) - plate.image.astype(int)).mean() < 25
+    with pytest.raises(ValueError, match="corners"):
+        rectify(scene, [(0, 0), (1, 1)])
+    with pytest.raises(ValueError, match="too small"):
+        rectify(scene, [(5, 5), (5.5, 5), (5.5, 5.5), (5, 5.5)])
+
+
+def test_two_row_line_puts_top_row_left_of_bottom_row():
+    img = np.full((100, 140), 255, np.uint8)
+    img[10:40, 20:120] = 0  # top row ink
+    line = line_image(img, 32, 128, two_row=True)
+    assert line.shape == (32, 128)
+    left, right = line[:, :64], line[:, 64:]
+    assert left.mean() < right.mean()  # the top half (with ink) went left
+    assert line_image(img, 32, 128, two_row=False).shape == (32, 128)
+
+
+def test_reads_real_dutch_two_row_crops(rec, shared_data):
+    items = _eu2(shared_data, "nl")
+    assert len(items) == 28
+    reads = [rec.read_crop(img) for img, _, _ in items]
+    exact = np.mean([r.text == t for r, (_, t, _) in zip(reads, items)])
+    assert exact >= 0.85, f"only {exact:.0%} of the real Dutch crops read exactly"
+    for r in reads:
+        assert r.text == r.text.upper() and r.text.isalnum()
+        assert len(r.char_confidences) == len(r.text)
+        assert 0.0 <= r.confidence <= 1.0
+        if r.country == "NL":
+            assert is_valid_nl(r.text) and r.formatted.count("-") == 2
+        scores = [s for _, s in r.alternatives]
+        assert scores == sorted(scores, reverse=True)
+        assert all(a != r.text for a, _ in r.alternatives)
+
+
+def test_reads_real_foreign_crops_without_forcing_them_dutch(rec, shared_data):
+    items = [x for x in _eu2(shared_data) if x[2] != "nl"]
+    reads = [rec.read_crop(img) for img, _, _ in items]
+    exact = np.mean([r.text == t for r, (_, t, _) in zip(reads, items)])
+    assert exact >= 0.6, f"only {exact:.0%} of the real foreign crops read exactly"
+    # A 7-character foreign plate must never be bent into a 6-character Dutch sidecode.
+    long_ok = [r for r, (_, t, _) in zip(reads, items) if len(t) == 7 and r.text == t]
+    assert long_ok and all(r.country != "NL" for r in long_ok)
+
+
+def test_reads_rendered_plates_through_corners(rec):
+    rng = np.random.default_rng(11)
+    ok = n = 0
+    for layout in ("one_row", "two_row"):
+        for _ in range(15):
+            plate = render_plate(rng, "NL", layout=layout, scale=0.5)
+            d = degrade(rng, plate.image, plate.corners, strength=0.3, mode="box", out_width=160)
+            r = rec.read(d.image, d.corners)
+            ok += r.text == plate.text
+            n += 1
+    assert ok / n >= 0.8, f"{ok}/{n} rendered Dutch plates read exactly"
+
+
+def test_grammar_settles_lookalikes_only_for_dutch_reads(rec):
+    # Probabilities spelling X S N B 2 O, where the last frame prefers O over 0: Dutch gives 0.
+    classes = rec.classes
+    T = 32
+    probs = np.full((T, len(classes)), 1e-4, np.float32)
+    probs[:, rec.blank] = 1.0
+    text = "XSNB2O"
+    for i, ch in enumerate(text):
+        t = 2 + i * 5
+        probs[t, :] = 1e-4
+        probs[t, classes.index(ch)] = 0.8
+        if ch == "O":
+            probs[t, classes.index("0")] = 0.15
+    probs /= probs.sum(1, keepdims=True)
+    r = rec._decode_read(probs)
+    assert r.text == "XSNB20" and r.country == "NL" and r.formatted == "XS-NB-20"
+    assert len(r.char_confidences) == 6 and r.char_confidences[-1] < 0.5
+    assert "XSNB2O" in [a for a, _ in r.alternatives]  # what the pixels favoured stays an alternative
+    plain = PlateRecognizer(MODEL, threads=1, dutch_grammar=False)._decode_read(probs)
+    assert plain.text == "XSNB2O"
+
+
+def test_bad_crop_is_a_clear_error(rec):
+    with pytest.raises(ValueError, match="crop"):
+        rec.read_crop(np.zeros((0, 0, 3), np.uint8))
