@@ -49,6 +49,7 @@ EVENTS: dict[str, frozenset[str]] = {
 ENTRY_KEYS = ("v", "seq", "ts", "device", "event", "data", "prev")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _MAX_STR = 200
+_TAIL_BYTES = 65536  # far more than one entry
 
 
 class AuditError(ValueError):
@@ -133,26 +134,32 @@ class AuditLog:
         return self._head
 
     def _read_tail(self) -> tuple[int, str, tuple[int, int] | None]:
-        """(last seq, last hash, (line number, bytes) of a damaged last line or None)."""
+        """(last seq, last hash, (line number, bytes) of a damaged last line or None).
+
+        Reads only the end of the file: the trail grows for the life of the unit."""
         if not self.path.exists() or self.path.stat().st_size == 0:
             return 0, GENESIS, None
-        data = self.path.read_bytes()
-        lines = data.split(b"\n")
-        torn = lines[-1] != b""  # a complete file ends with a newline
-        if not torn:
-            lines.pop()
-        last = lines[-1]
+        with open(self.path, "rb") as f:
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - _TAIL_BYTES))
+            tail = f.read()
+        torn = not tail.endswith(b"\n")  # a complete file ends with a newline
+        last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1] if not torn else tail.rsplit(b"\n", 1)[-1]
         try:
             entry = json.loads(last)
             if torn or entry.get("hash") != entry_hash(entry) or not isinstance(entry.get("seq"), int):
                 raise ValueError
         except ValueError:
-            if torn:  # finish the torn line so the next entry starts on a line of its own
+            # rare (power cut mid-write, or tampering): read it all to name the line
+            lines = self.path.read_bytes().split(b"\n")
+            if not torn:
+                lines.pop()
+            else:  # finish the torn line so the next entry starts on a line of its own
                 with open(self.path, "ab") as f:
                     f.write(b"\n")
             # continue after the damaged line: its bytes are chained in, so nobody can swap it later
             good = _last_good(lines[:-1])
-            return good[0], hashlib.sha256(last).hexdigest(), (len(lines), len(last))
+            return good[0], hashlib.sha256(lines[-1]).hexdigest(), (len(lines), len(lines[-1]))
         return entry["seq"], entry["hash"], None
 
     def record(self, event: str, **data: Any) -> dict:

@@ -252,3 +252,29 @@ def test_publish_failure_does_not_lose_the_local_entry(tmp_path):
     log = AuditLog(tmp_path / "audit.jsonl", publish=broken)
     log.record("start", software="0.1.0")
     assert verify(tmp_path / "audit.jsonl").entries == 1
+
+
+def test_long_trail_reopens_from_its_tail(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, fsync=False)
+    for i in range(800):  # well over the 64 KiB read at start-up
+        log.record("list_activated", list_id=f"list-{i}", version=i, name="stolen vehicles " * 5)
+    assert path.stat().st_size > 3 * 65536
+    again = AuditLog(path, fsync=False)
+    assert again.head == log.head
+    assert again.record("stop", reason="test")["seq"] == 801
+    assert verify(path).ok
+
+
+def test_edited_last_line_found_on_reopen(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    sample_log(path)
+    lines = lines_of(path)
+    lines[-1] = lines[-1].replace('"SIGTERM"', '"upgrade"')
+    path.write_text("".join(lines))
+    log = AuditLog(path)
+    assert json.loads(lines_of(path)[-1])["event"] == "audit_damaged_tail"
+    assert json.loads(lines_of(path)[-1])["data"] == {"line": 6, "bytes": len(lines[5]) - 1}
+    assert log.head == json.loads(lines_of(path)[-1])["hash"]
+    r = verify(path)
+    assert not r.ok and r.bad_line == 6 and "edited" in r.reason
