@@ -104,3 +104,27 @@ def test_scoring_assigns_passages_to_vehicles_by_time_and_text():
     assert (r.vehicles, r.optional, r.passages) == (3, 1, 4)
     assert (r.one_passage, r.missed, r.duplicates, r.spurious) == (1, 1, 1, 1)
     assert (r.correct, r.direction_ok) == (2, 3)
+
+
+@pytest.mark.slow
+def test_plates_outside_the_roi_or_too_small_give_no_passage(models):
+    """Only the right half of the demo road is watched: receding cars (right lane) only."""
+    import json
+
+    video = ROOT / "demo" / "demo.mp4"
+    truth = json.loads((ROOT / "demo" / "demo_truth.json").read_text())
+    w, h = truth["width"], truth["height"]
+    roi = [(w / 2 + 20, 0), (w, 0), (w, h), (w / 2 + 20, h)]
+    pipe = build_pipeline(*models, tracking=TrackerConfig(), motion=MotionConfig(), roi=roi)
+    passages = []
+    for frame in frames_of(video):
+        passages += pipe.process(frame)
+    passages += pipe.finish()
+    receding = {v["text"] for v in truth["vehicles"] if v["direction"] == "receding"}
+    assert passages and {p.text for p in passages} <= receding
+    assert len(passages) >= len(receding) - 1
+    # a minimum plate width above every plate in the video: nothing is read at all
+    pipe = build_pipeline(*models, tracking=TrackerConfig(), motion=MotionConfig(), min_plate_width=400)
+    for frame in frames_of(video):
+        assert pipe.process(frame) == []
+    assert pipe.finish() == [] and pipe.stats.reads == 0

@@ -117,3 +117,39 @@ def run(tracker, cars: list[SimCar], frames: int, fps: float, rng: np.random.Gen
         passages += tracker.update(fr, obs)
     passages += tracker.flush()
     return passages, reads, skipped
+
+
+def run_scene(tracker, scene, rng: np.random.Generator, min_width: float = 40.0):
+    """Drive the tracker with the plates of a rendered-video scene (scripts/make_test_videos.py), frame by
+    frame, as a detector would see them: hidden behind nearer cars or occluders, lost in blurred frames,
+    below `min_width`, with jittered corners; reads get more noise on small or glared plates."""
+    from make_test_videos import _covered, _in, plate_corners
+
+    passages = []
+    for i in range(int(round(scene.duration_s * scene.fps))):
+        t = i / scene.fps
+        fr = Frame(image=np.zeros((1, 1, 3), np.uint8), index=i, mono_ms=t * 1000, utc=T0 + timedelta(seconds=t))
+        obs = []
+        for v in scene.vehicles:
+            z = v.z_at(t)
+            if z is None:
+                continue
+            c = plate_corners(scene, v, z)
+            rel = t - v.start_s
+            if _covered(scene, v, z, c, t) or _in(rel, v.hidden_s) or (i in scene.blur_frames and rng.random() < 0.5):
+                continue
+            if c[:, 0].min() < 0 or c[:, 1].min() < 0 or c[:, 0].max() >= scene.width or c[:, 1].max() >= scene.height:
+                continue
+            w = c[1, 0] - c[0, 0]
+            if w < min_width:
+                continue
+            c = c + rng.normal(0, 1.5, (4, 2))
+            box = (c[:, 0].min(), c[:, 1].min(), c[:, 0].max(), c[:, 1].max())
+            det = Detection(box=box, corners=tuple(map(tuple, c)), score=0.9)
+            read = None
+            if tracker.wants_read(det, fr):
+                err = 0.3 if _in(rel, v.glare_s) else 0.05 if w > 70 else 0.12
+                read = noisy_read(rng, v.plate.text, Noise(char_error=err), v.plate.country)
+            obs.append(Observation(detection=det, read=read, frame_index=i, mono_ms=fr.mono_ms, utc=fr.utc))
+        passages += tracker.update(fr, obs)
+    return passages + tracker.flush()
