@@ -78,16 +78,26 @@ def line_image(crop: np.ndarray, height: int, width: int, two_row: bool) -> np.n
         grey = crop
     if grey.shape[0] < 2 or grey.shape[1] < 2:
         raise ValueError(f"plate crop of {grey.shape[1]} x {grey.shape[0]} px is too small to read")
-    lo, hi = np.percentile(grey, (2, 98))
-    if hi - lo > 8:  # stretch contrast: night and glare crops use a small part of the range
-        grey = np.clip((grey.astype(np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
     if not two_row:
-        return _resize(grey, width, height)
-    s = _row_split(grey)
-    pad = max(int(grey.shape[0] * 0.03), 1)
-    top, bottom = grey[: s + pad], grey[max(s - pad, 0):]
-    half = width // 2
-    return np.hstack([_resize(top, half, height), _resize(bottom, width - half, height)])
+        line = _resize(grey, width, height)
+    else:
+        s = _row_split(grey)
+        pad = max(int(grey.shape[0] * 0.03), 1)
+        top, bottom = grey[: s + pad], grey[max(s - pad, 0):]
+        half = width // 2
+        line = np.hstack([_resize(top, half, height), _resize(bottom, width - half, height)])
+    return _stretch(line)
+
+
+def _stretch(line: np.ndarray) -> np.ndarray:
+    """Stretch contrast to the full range: night and glare crops use a small part of it."""
+    hist = np.bincount(line.ravel(), minlength=256).cumsum()
+    n = hist[-1]
+    lo, hi = int(np.searchsorted(hist, 0.02 * n)), int(np.searchsorted(hist, 0.98 * n))
+    if hi - lo <= 8:
+        return line
+    lut = np.clip((np.arange(256, dtype=np.float32) - lo) * (255.0 / (hi - lo)), 0, 255).astype(np.uint8)
+    return lut[line]
 
 
 @dataclass(frozen=True)
@@ -131,11 +141,11 @@ class PlateRecognizer:
     def layouts(self, crop: np.ndarray) -> tuple[bool, ...]:
         """Two-row hypotheses to try for a crop, from its aspect ratio (both in the ambiguous band)."""
         aspect = crop.shape[1] / max(crop.shape[0], 1)
-        if aspect <= self.two_row_max:
-            return (True,)
         if aspect >= self.one_row_min:
             return (False,)
-        return (False, True)
+        # Below that, a box crop may hold a two-row plate or a steeply angled one-row plate:
+        # read both ways and keep the more confident read (rectified crops rarely get here).
+        return (True, False) if aspect <= self.two_row_max else (False, True)
 
     # ---- inference ------------------------------------------------------------------------
     def probabilities(self, crop: np.ndarray, two_row: bool) -> np.ndarray:

@@ -89,9 +89,10 @@ def load_real(split: str) -> list[tuple[np.ndarray, str, str]]:
         for r in csv.DictReader(f):
             if r["split"] == split and r["text"]:
                 img = cv2.imread(str(root / r["image"]))
-                if img is not None:
-                    layout = "two_row" if img.shape[1] / img.shape[0] < 1.8 else "one_row"
-                    out.append((img, r["text"], layout))
+                # Below aspect 1.8 a uc3m box holds a two-row plate or a steeply angled one-row
+                # plate; the label cannot tell which, so those crops are left out of training.
+                if img is not None and img.shape[1] / img.shape[0] >= 1.8:
+                    out.append((img, r["text"], "one_row"))
     root = DATA / "ocr" / "openalpr_br"
     with open(root / "labels.csv", newline="") as f:
         for r in csv.DictReader(f):
@@ -302,7 +303,7 @@ def main(argv=None) -> int:
         sched.step()
         step = s + 1
         seen += x.shape[0]
-        losses.append(float(loss))
+        losses.append(loss.item())
         if step % 25 == 0:
             el = time.time() - t0
             print(f"step {step} loss {np.mean(losses):.4f} lr {sched.get_last_lr()[0]:.2e} "
