@@ -126,10 +126,6 @@ class _Track:
         cx, cy = _center(self.box)
         return cx + self.velocity[0] * dt, cy + self.velocity[1] * dt, _width(self.box) * math.exp(self.growth * dt)
 
-    @property
-    def confident(self) -> bool:
-        return self.consensus is not None and self.emitted
-
 
 class PassageTracker:
     """Frames of observations in, vehicle passages out (see the module doc for when)."""
