@@ -131,6 +131,15 @@ def test_delta_add_remove_replace(fleet, tmp_path):
     assert store.apply(sealed.delta).status == "applied"
     assert m.match("ZZ999Z", [], "NL", FRIDAY_NOON) == []
     assert {x["id"]: x["entries"] for x in store.status()["lists"]}["stolen"] == 1
+    # the snapshot of the same seq folds the overlay into the sorted arrays, with the same answers
+    assert store.index.overlay_size > 0
+    assert store.apply(sealed.snapshot).status == "applied"
+    assert store.index.overlay_size == 0 and store.status()["overlay"] == 0
+    assert store.apply(sealed.snapshot).status == "duplicate"
+    assert m.match("ZZ999Z", [], "NL", FRIDAY_NOON) == [] and m.match("12ABC3", [], "NL", FRIDAY_NOON) == []
+    assert [(x.list_id, x.reason_code) for x in m.match("XSNB23", [], "NL", FRIDAY_NOON)] == \
+        [("stolen", "NEWREASON"), ("tax", "T9")]
+    assert store.status()["package_created"]
     # the republished snapshot carries the same state
     fresh = fleet.store("cam2", cache=False)
     fresh.apply(sealed.snapshot)

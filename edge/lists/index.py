@@ -145,6 +145,11 @@ class ListIndex:
         """Memory of the entry arrays and bucket table (the delta overlay is small and not counted)."""
         return int(self.hi.nbytes + self.lo.nbytes + self.tag.nbytes + self.until.nbytes + self._buckets.nbytes)
 
+    @property
+    def overlay_size(self) -> int:
+        """Delta changes held beside the sorted arrays; a fresh snapshot folds them in."""
+        return sum(len(v) for v in self.added.values()) + len(self.removed)
+
     def entry_counts(self) -> dict[str, int]:
         """Entries per list id (base minus removals plus overlay); for status, never plates."""
         per_tag = np.bincount(self.tag, minlength=len(self.tags)) if len(self.tag) else np.zeros(len(self.tags), int)

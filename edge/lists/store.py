@@ -42,6 +42,7 @@ class ApplyResult:
     version: int = 0
     seq: int = 0
     needs_snapshot: bool = False  # a gap: ask for / wait for a full snapshot
+    created: str = ""  # creation time the central signer put in the header
 
     @property
     def ok(self) -> bool:
@@ -68,6 +69,7 @@ class ListStore:
         self._counters = _Counters()
         self._last: ApplyResult | None = None
         self._loaded_at: float | None = None
+        self._created = ""
         self._flagged_expired: set[tuple[int, str]] = set()
         self._floor = self._read_floor()
 
@@ -104,6 +106,10 @@ class ListStore:
             out["last_result"] = {"status": r.status, "reason": r.reason, "kind": r.kind,
                                   "version": r.version, "seq": r.seq}
         if idx is not None:
+            out["package_created"] = self._created  # watch this for withheld updates
+            out["applied_at"] = datetime.fromtimestamp(self._loaded_at, timezone.utc).isoformat() \
+                if self._loaded_at else None
+            out["overlay"] = idx.overlay_size
             counts = idx.entry_counts()
             out["entries"] = sum(counts.values())
             out["memory_bytes"] = idx.nbytes
@@ -135,6 +141,7 @@ class ListStore:
             if new is not None:
                 self._index = new  # the atomic swap: matchers holding the old index finish with it
                 self._loaded_at = time.time()
+                self._created = result.created
                 self._counters.applied += 1
                 if persist:
                     self._persist(blob, result)
@@ -160,14 +167,14 @@ class ListStore:
         got = (h.version, h.seq)
 
         def res(status: Status, reason: str = "", message: str = "", gap: bool = False) -> ApplyResult:
-            return ApplyResult(status, reason, message, h.kind, h.version, h.seq, gap)
+            return ApplyResult(status, reason, message, h.kind, h.version, h.seq, gap, h.created)
 
         try:
             if h.kind == "snapshot":
                 if got < have:
                     return res("rejected", "rollback", f"snapshot {got} is older than {have}"), None
-                if cur is not None and got == have:
-                    return res("duplicate"), None
+                if cur is not None and got == have and not cur.overlay_size:
+                    return res("duplicate"), None  # (with an overlay, the same state as one sorted array: compaction)
                 return res("applied"), ListIndex.from_snapshot(h.version, h.seq, decode_snapshot(opened.payload))
             if cur is None:
                 return res("gap", "no_snapshot", "a delta needs a snapshot first", gap=True), None

@@ -7,6 +7,8 @@ There is no request topic: on a sequence gap the unit subscribes to <prefix>/sna
 broker redelivers the retained latest snapshot, so no central server has to answer. The snapshot
 subscription is dropped once a snapshot is applied, so later republished snapshots do not cost
 bandwidth. Deltas that arrived during a gap are kept (a few) and retried after the snapshot.
+When many delta changes pile up beside the sorted arrays (COMPACT_AT), the unit fetches the
+retained snapshot of the same (version, seq) once, which folds them into one sorted array.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 24 * 3600  # deltas are kept by the broker for a unit offline up to a week
 MAX_PENDING_DELTAS = 64
+COMPACT_AT = 50_000  # delta changes held beside the arrays before the retained snapshot is fetched to fold them in
 _STOP = ("", b"")
 
 
@@ -166,6 +169,11 @@ class ListSync:
                 self._on_snapshot(self._apply(blob))
             elif topic == self.delta_topic:
                 r = self._apply(blob)
+                index = self.store.index
+                if r.status == "applied" and index is not None and index.overlay_size >= COMPACT_AT:
+                    log.info("list delta overlay has %d changes; fetching the snapshot to fold them in",
+                             index.overlay_size)
+                    self.request_snapshot()
                 if r.needs_snapshot:
                     self._pending = (self._pending + [blob])[-MAX_PENDING_DELTAS:]
                     log.warning("list delta gap (%s); requesting the retained snapshot", r.message)
