@@ -433,7 +433,7 @@ def cmd_aim(args) -> int:
     detector, recognizer, tracker = load_stages(setup)
     aimer = Aimer(detector, recognizer, tracker, roi=setup.roi, min_score=setup.min_score, targets=setup.targets,
                   window=args.window, vehicles=args.vehicles)
-    limit = args.frames if args.frames else (1 if args.once else 0)
+    limit = args.frames if args.frames is not None else (1 if args.once else 0)
     live = sys.stdout.isatty() and not args.json and not args.once
     last = time.monotonic()
 
@@ -489,8 +489,9 @@ def add_subparsers(subparsers) -> None:
 
     p = sub.add_parser("aim", help="live plate width, sharpness, exposure and read rate, with advice")
     _common(p)
-    p.add_argument("--frames", type=int, default=0, help="stop after this many frames (0 = until Ctrl-C or the end)")
-    p.add_argument("--once", action="store_true", help="print one report at the end only (one frame without --frames)")
+    p.add_argument("--frames", type=int, help="stop after this many frames (0 = until Ctrl-C or the end of a file; "
+                                              "default 0, or 1 with --once)")
+    p.add_argument("--once", action="store_true", help="print one report at the end only")
     p.add_argument("--every", type=float, default=1.0, help="seconds between live reports")
     p.add_argument("--window", type=int, default=25, help="frames the plate figures are taken over")
     p.add_argument("--vehicles", type=int, default=20, help="vehicles the read rate is taken over")
