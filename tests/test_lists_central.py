@@ -188,3 +188,15 @@ def test_cli_central_and_device_commands(tmp_path, capsys):
     assert rc == 2 and "--device-id" in err
     rc, _, err = run_cli(capsys, "inspect", delta, "--trusted", tmp_path / "cam1.pub")
     assert rc == 2 and "X25519PublicKey" in err
+
+
+def test_rotate_is_a_new_build_with_a_new_hash_key(fleet, tmp_path, capsys, caplog):
+    a = fleet.central.build(tmp_path / "lists.yaml", tmp_path / "plates.csv")[0]
+    rc, out, _ = run_cli(capsys, "rotate", "--state", fleet.central.root, "--lists", tmp_path / "lists.yaml",
+                         "--csv", tmp_path / "plates.csv")
+    assert rc == 0 and out["version"] > a.state.version and out["seq"] == 0
+    assert fleet.central.load().hash_key != a.state.hash_key
+    key, _ = fleet.device("cam1")
+    key.chmod(0o644)
+    keys.load_device_key(key)
+    assert "readable by other users" in caplog.text

@@ -54,7 +54,8 @@ def add_subparsers(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--retire", action="store_true", help="trust only the current key (after devices have it)")
     p.set_defaults(func=cmd_rotate_signing)
 
-    p = sub.add_parser("build", help="new version from the full CSV, with a fresh hash key (also the hash-key rotation)")
+    p = sub.add_parser("build", aliases=["rotate"],
+                       help="new version from the full CSV, with a fresh hash key (this is the hash-key rotation)")
     _state(p)
     p.add_argument("--lists", required=True, type=Path, help="lists definition YAML")
     p.add_argument("--csv", required=True, type=Path, help="CSV: plate,list_id,reason_code,valid_until")

@@ -7,6 +7,7 @@ Private keys are written with mode 0600. A trusted-signers file may hold several
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+log = logging.getLogger(__name__)
 _PEM_END = b"-----END PUBLIC KEY-----"
 
 
@@ -93,7 +95,10 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
 
 
 def load_device_key(path: Path) -> X25519PrivateKey:
-    return _load_private(path, X25519PrivateKey, "X25519 device private key")
+    key = _load_private(path, X25519PrivateKey, "X25519 device private key")
+    if Path(path).stat().st_mode & 0o077:
+        log.warning("device key %s is readable by other users; chmod 600 it", path)
+    return key
 
 
 def _load_publics(path: Path, kind, what: str) -> list:
