@@ -95,23 +95,39 @@ def pump(src: socket.socket, dst: socket.socket, eat=lambda: False) -> None:
 class Proxy:
     """A tiny TCP proxy: cut() drops every connection and refuses new ones; blackhole() silently eats bytes."""
 
-    def __init__(self, target_port: int):
+    def __init__(self, target_port: int, listening: bool = True):
         self.target = target_port
-        self.srv = socket.socket()
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(16)
-        self.port = self.srv.getsockname()[1]
+        self.port = 0
         self.up = True
         self.eat = False
         self.conns: list[socket.socket] = []
         self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.srv: socket.socket | None = None
+        self.listen()
+        if not listening:
+            self.refuse()
 
-    def _accept(self):
+    def listen(self):
+        """(Re)open the listening port: connections are accepted and forwarded again."""
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", self.port))
+        self.srv.listen(16)
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self._accept, args=(self.srv,), daemon=True).start()
+
+    def refuse(self):
+        """Close the listening port: new connections get 'connection refused'."""
+        try:
+            self.srv.shutdown(socket.SHUT_RDWR)  # wakes the accept() thread; close() alone would not
+        except OSError:
+            pass
+        self.srv.close()
+
+    def _accept(self, srv):
         while not self._closed:
             try:
-                a, _ = self.srv.accept()
+                a, _ = srv.accept()
             except OSError:
                 return
             if not self.up:
@@ -147,7 +163,7 @@ class Proxy:
     def close(self):
         self._closed = True
         self.cut()
-        self.srv.close()
+        self.refuse()
 
 
 @pytest.fixture
@@ -247,6 +263,7 @@ def test_broker_restarted_mid_stream(pbroker, tmp_path):
     ids: list[str] = []
     try:
         for round_ in range(3):
+            assert wait_for(lambda: pub.connected, timeout=10)
             ids += put_hits(ob, 40, pub)
             time.sleep(0.05)
             pbroker.stop()  # some hits are in flight, some not yet sent
@@ -297,7 +314,7 @@ from edge.outbox import Outbox
 from edge.publisher import MqttConfig, Publisher
 port, db = int(sys.argv[1]), sys.argv[2]
 ob = Outbox(db)
-pub = Publisher(MqttConfig(host="127.0.0.1", port=port, reconnect_min_s=0.05, reconnect_max_s=0.2), ob, "unit-1")
+pub = Publisher(MqttConfig(host="127.0.0.1", port=port, keepalive_s=60), ob, "unit-1")
 pub.start()
 while True:
     h = new_hit_id()
@@ -309,31 +326,52 @@ while True:
 
 
 def test_sigkill_between_accept_and_publish_then_new_process_drains(pbroker, tmp_path):
+    """The child publishes through a proxy; after 100 hits the proxy swallows everything, so the
+    hits after that are accepted but unacknowledged (in flight) or not yet sent (window full)."""
     col = Collector(pbroker.port)
+    proxy = Proxy(pbroker.port)
     db = tmp_path / "o.sqlite"
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(pbroker.port), str(db)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(proxy.port), str(db)], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
     accepted = []
     try:
         for line in proc.stdout:
             accepted.append(line.strip())
-            if len(accepted) >= 300:
+            if len(accepted) == 100:
+                proxy.eat = True
+            if len(accepted) >= 200:
                 break
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        proxy.close()
     accepted += [line.strip() for line in proc.stdout.read().splitlines() if line.strip()]
     ob = Outbox(db)
-    left = ob.depth()
-    assert left > 0, "the kill came too late to test the drain"  # hits accepted but not yet acknowledged
-    pub = Publisher(cfg_for(pbroker.port), ob, "unit-1")
-    pub.start()
+    assert ob.depth() >= 100  # everything after the 100th hit is accepted but unacknowledged
+    drain = subprocess.run([sys.executable, "-c", DRAIN, str(pbroker.port), str(db)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
     try:
-        assert wait_for(lambda: ob.depth() == 0 and col.unique() >= set(accepted), timeout=20), \
-            (ob.depth(), len(set(accepted) - col.unique()))
+        assert drain.returncode == 0, drain.stderr
+        assert ob.depth() == 0
+        assert wait_for(lambda: col.unique() >= set(accepted), timeout=10), len(set(accepted) - col.unique())
     finally:
-        pub.stop()
         col.close()
+
+
+DRAIN = r"""
+import sys, time
+from edge.outbox import Outbox
+from edge.publisher import MqttConfig, Publisher
+port, db = int(sys.argv[1]), sys.argv[2]
+ob = Outbox(db)
+pub = Publisher(MqttConfig(host="127.0.0.1", port=port), ob, "unit-1")
+pub.start()
+end = time.monotonic() + 30
+while ob.depth() and time.monotonic() < end:
+    time.sleep(0.05)
+pub.stop()
+sys.exit(0 if ob.depth() == 0 else 1)
+"""
 
 
 def test_auto_protocol_falls_back_to_311_when_v5_is_refused(tmp_path):

@@ -14,7 +14,7 @@ from edge.hits import new_hit_id
 from edge.outbox import Outbox
 from edge.publisher import Publisher
 from edge.status import write_status
-from test_publisher import Collector, cfg_for, wait_for
+from test_publisher import Collector, Proxy, cfg_for, wait_for
 
 NONHIT, HIT = "NONHIT77", "HIT4242"
 
@@ -29,7 +29,7 @@ def test_no_plate_text_in_debug_logs_files_or_status(broker, tmp_path, caplog):
     broker.extra_conf = f"acl_file {acl}\nuser root\n"
     broker.start()
     col = Collector(broker.port)
-    broker.stop()  # down at start-up: connection errors get logged
+    proxy = Proxy(broker.port, listening=False)  # the unit's way to the broker is down at start-up
 
     calls = {"n": 0}
 
@@ -41,7 +41,7 @@ def test_no_plate_text_in_debug_logs_files_or_status(broker, tmp_path, caplog):
 
     ob = Outbox(tmp_path / "o.sqlite", max_items=12, cooldown_s=60)
     assert not ob.suppressed(NONHIT, "L1")
-    pub = Publisher(cfg_for(broker.port, protocol="5"), ob, "unit-1", bad_status)
+    pub = Publisher(cfg_for(proxy.port, protocol="5"), ob, "unit-1", bad_status)
     pub.start()
     good, denied = [], new_hit_id()
     try:
@@ -55,7 +55,7 @@ def test_no_plate_text_in_debug_logs_files_or_status(broker, tmp_path, caplog):
         good.append(last)
         assert not ob.put("anpr/politie/unit-1/hits", json.dumps({"plate": HIT}).encode(), new_hit_id())  # full
         assert wait_for(lambda: "connection refused" in pub.last_error, timeout=5)
-        broker.start()
+        proxy.listen()
         assert wait_for(lambda: col.unique() >= set(good) and pub.stats.refused >= 1, timeout=15), \
             (len(col.unique()), pub.stats)
         assert wait_for(lambda: any(s.get("fps") == 5.0 for s in col.status), timeout=5)
@@ -66,6 +66,7 @@ def test_no_plate_text_in_debug_logs_files_or_status(broker, tmp_path, caplog):
     finally:
         pub.stop()
         col.close()
+        proxy.close()
     logs = caplog.text
     assert "status provider failed ValueError" in logs and "broker refused hit" in logs and "outbox full" in logs
     assert NONHIT not in logs and HIT not in logs
