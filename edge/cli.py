@@ -193,11 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
                         format="%(levelname)s %(name)s: %(message)s")
     from edge.config import ConfigError
+    from edge.lists.keys import KeyFileError
     from edge.modelcontract import ModelContractError
+    from edge.outbox import OutboxError
 
     try:
         return int(args.func(args) or 0)
-    except (ConfigError, ModelContractError, SourceError) as e:
+    except (ConfigError, ModelContractError, SourceError, KeyFileError, OutboxError) as e:
         print(f"anpr-edge {args.command}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -105,7 +105,7 @@ class Unit:
     def write_config(self, video: Path = DEMO / "demo.mp4", **sections) -> Path:
         cfg = yaml.safe_load((ROOT / "config" / "edge.example.yaml").read_text())
         cfg["device"] = {"id": DEVICE, "state_dir": str(self.state_dir)}
-        cfg["camera"].update(source=f"file:{video}", width=None, height=None, fps=0, loop=False, queue_size=512)
+        cfg["camera"].update(source=f"file:{video}", width=None, height=None, fps=0, loop=False, queue_size=256)
         cfg["models"]["dir"] = str(ROOT / "models")
         cfg["lists"].update(enabled=["*"], device_id=DEVICE, device_key=str(self.device_key),
                             signing_public_key=str(self.trusted), store_dir=str(self.state_dir / "lists"))
