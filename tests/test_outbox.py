@@ -25,6 +25,7 @@ def test_put_pending_ack_in_order_and_survives_reopen(tmp_path):
     with Outbox(path, max_items=100) as ob:  # a new process sees exactly what was not acknowledged
         items = ob.pending(10)
         assert [p.hit_id for p in items] == [ids[0]] + ids[2:]
+        assert ob.depth() == 4
         assert items[0].payload == b'{"n":0}' and items[0].topic == "anpr/a/u/hits"
 
 
