@@ -102,7 +102,6 @@ class Outbox:
             raise OutboxError(f"outbox {self.path}: cannot open SQLite database: {e}") from None
         self._key = key if key is not None else self._load_key()
         self._acked_since_checkpoint = 0
-        self._count = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]  # kept in step below
 
     @classmethod
     def from_config(cls, cfg: OutboxConfig, key: bytes | None = None) -> "Outbox":
@@ -142,7 +141,7 @@ class Outbox:
             raise TypeError(f"outbox payload must be bytes, got {type(payload).__name__}")
         now = time.time() if now is None else now
         with self._lock:
-            depth = self._count
+            depth = self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
             if depth >= self.max_items:
                 self.rejected += 1
                 log.error("outbox full (%d items, max %d): hit %s refused; %d refused so far",
@@ -150,9 +149,8 @@ class Outbox:
                 return False
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                added = self._db.execute(
-                    "INSERT OR IGNORE INTO outbox(hit_id, topic, payload, created) VALUES (?,?,?,?)",
-                    (hit_id, topic, bytes(payload), now)).rowcount
+                self._db.execute("INSERT OR IGNORE INTO outbox(hit_id, topic, payload, created) VALUES (?,?,?,?)",
+                                 (hit_id, topic, bytes(payload), now))
                 for plate, list_id in cooldown:
                     self._db.execute("INSERT OR REPLACE INTO cooldown(key, until) VALUES (?,?)",
                                      (self._cooldown_key(plate, list_id), now + self.cooldown_s))
@@ -160,7 +158,6 @@ class Outbox:
             except sqlite3.Error as e:
                 self._rollback()
                 raise OutboxError(f"outbox {self.path}: cannot store hit {hit_id}: {e}") from None
-            self._count += added
             if depth + 1 >= self.alarm_at and not self._alarm_logged:
                 self._alarm_logged = True
                 log.warning("outbox alarm: %d unacknowledged hits (alarm at %d)", depth + 1, self.alarm_at)
@@ -189,7 +186,6 @@ class Outbox:
             except sqlite3.Error as e:
                 self._rollback()
                 raise OutboxError(f"outbox {self.path}: cannot delete acknowledged hits: {e}") from None
-            self._count -= n
             self._acked_since_checkpoint += n
             depth = self._depth()
             if self._acked_since_checkpoint and (depth == 0 or self._acked_since_checkpoint >= 1000):
@@ -223,7 +219,7 @@ class Outbox:
             return self._depth()
 
     def _depth(self) -> int:
-        return self._count
+        return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
 
     @property
     def alarm(self) -> bool:
