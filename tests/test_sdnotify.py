@@ -6,6 +6,7 @@ import os
 import socket
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -143,3 +144,65 @@ def test_watchdog_real_time(notify_socket, monkeypatch):
         assert wd.tick() is False
         time.sleep(0.02)
     assert received(notify_socket) == []
+
+
+# ----- the real daemon under a stand-in systemd ------------------------------------------------------
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+HAVE_MODELS = (MODELS / "detector.onnx").is_file() and (MODELS / "recognizer.onnx").is_file()
+
+
+def drain(sock: socket.socket, seconds: float) -> list[tuple[float, str]]:
+    """(monotonic time, datagram) for everything arriving within `seconds`."""
+    out = []
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            out.append((time.monotonic(), sock.recv(4096).decode()))
+        except socket.timeout:
+            break
+    return out
+
+
+@pytest.mark.skipif(not HAVE_MODELS, reason=f"{MODELS}/detector.onnx and recognizer.onnx are not there yet "
+                                            "(the daemon cannot start without them)")
+def test_daemon_feeds_the_watchdog_only_while_frames_flow(tmp_path, broker, notify_socket, monkeypatch):
+    """`anpr-edge run` with NOTIFY_SOCKET and WATCHDOG_USEC as systemd sets them: READY=1, keep-alives
+    while the video plays, none once it has ended (the process still alive), STOPPING=1 on SIGTERM."""
+    from unit_support import Unit
+
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")  # WatchdogSec=2s: frames must be under 1 s old
+    unit = Unit(tmp_path, broker)
+    # the demo video, played once, no lists: the daemon idles after its end
+    unit.write_config(camera={"queue_size": 64})
+    unit.start()
+    try:
+        ready: list[tuple[float, str]] = []
+        deadline = time.monotonic() + 90  # models load, broker connects, capture starts
+        while not ready and time.monotonic() < deadline:
+            assert unit.proc.poll() is None, f"daemon exited:\n{unit.log_text()[-3000:]}"
+            ready = drain(notify_socket, 0.5)[:1]
+        assert ready and ready[0][1].startswith("READY=1\nSTATUS=reading plates from file:"), ready
+        flowing: list[tuple[float, str]] = []
+        st = {}
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            flowing += drain(notify_socket, 0.5)
+            st = unit.status()
+            if st.get("camera_state") == "ended":
+                break
+            assert unit.proc.poll() is None, unit.log_text()[-3000:]
+        assert st.get("camera_state") == "ended", f"the video never ended: {st}"
+        assert st["frames"] > 50
+        assert {m for _, m in flowing} == {"WATCHDOG=1"}, flowing
+        assert len(flowing) >= 2, "keep-alives while frames flowed"
+        drain(notify_socket, 1.5)  # the grace window (WatchdogSec/2) after the last frame
+        idle = drain(notify_socket, 3.0)
+        assert idle == [], f"keep-alives without frames: {idle}"
+        assert unit.proc.poll() is None, "the daemon itself is alive: only the frames stopped"
+        unit.signal()
+        assert unit.wait(30) == 0, unit.log_text()[-3000:]
+        assert "STOPPING=1" in [m for _, m in drain(notify_socket, 2)]
+    finally:
+        unit.stop()
