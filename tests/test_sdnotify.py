@@ -204,5 +204,12 @@ def test_daemon_feeds_the_watchdog_only_while_frames_flow(tmp_path, broker, noti
         unit.signal()
         assert unit.wait(30) == 0, unit.log_text()[-3000:]
         assert "STOPPING=1" in [m for _, m in drain(notify_socket, 2)]
+        # the same run left a sound audit trail of its start and stop
+        import json
+
+        from edge.audit import verify
+        trail = unit.state_dir / "audit.jsonl"
+        assert verify(trail).ok
+        assert [json.loads(line)["event"] for line in trail.read_text().splitlines()] == ["start", "stop"]
     finally:
         unit.stop()
