@@ -244,7 +244,7 @@ class Publisher:
         self._announce = False
         self._use_v5 = mqtt_cfg.protocol in ("5", "auto")
         self._threads: list[threading.Thread] = []
-        self._last_sock_error = ""
+        self._sock_errors: list[str] = []  # paho's error log lines of the current attempt
         self._connack = None
 
     # -- public ---------------------------------------------------------------------------------
@@ -320,7 +320,7 @@ class Publisher:
     def _on_log(self, client, userdata, level, buf) -> None:
         # paho reports socket failures (e.g. a TLS alert after the handshake) only as log lines.
         if level == mqtt.MQTT_LOG_ERR:
-            self._last_sock_error = buf
+            self._sock_errors.append(buf)
 
     def _on_connect(self, gen: int, rc) -> None:
         if gen != self._generation:
@@ -363,7 +363,7 @@ class Publisher:
                     self._client = self._new_client()
                 client = self._client
             self._connack = None
-            self._last_sock_error = ""
+            self._sock_errors = []
             try:
                 client.connect(host, port, self.cfg.keepalive_s)
             except (OSError, ssl.SSLError) as e:
@@ -392,11 +392,24 @@ class Publisher:
             except Exception:  # noqa: BLE001 - the socket may already be gone
                 pass
             if self._connack is None:
-                err = self._last_sock_error
+                errs = self._sock_errors
+                err = next((e for e in errs if "certificate" in e.lower() or "alert" in e.lower()),
+                           errs[0] if errs else "")
                 msg = f"MQTT broker {host}:{port}: connection closed before CONNACK"
-                if "certificate" in err.lower() or "alert" in err.lower():
+                detail = err.split(":", 1)[-1].strip()
+                low = err.lower()
+                if self.cfg.tls is not None and self.cfg.tls.cert is None and (
+                        "certificate required" in low or "eof occurred in violation of protocol" in low):
+                    # TLS 1.3: the broker's refusal arrives as an alert or as a bare close, depending on timing
+                    log.debug("TLS closed by the broker: %s", detail)
+                    msg = (f"MQTT broker {host}:{port}: TLS failed, the broker requires a client certificate "
+                           "(set mqtt.tls.cert and mqtt.tls.key)")
+                elif self.cfg.tls is not None and ("certificate" in low or "alert" in low or "eof occurred" in low):
+                    log.debug("TLS closed by the broker: %s", detail)
                     msg = (f"MQTT broker {host}:{port}: TLS failed, the broker rejected our client certificate "
-                           f"({err.split(':', 1)[-1].strip()}; check mqtt.tls.cert/key)")
+                           "(check mqtt.tls.cert/key: signed by a CA the broker trusts, not expired)")
+                elif err and self.cfg.tls is None and "reset" in err.lower():
+                    msg += f" ({err}; if this is a TLS port, configure mqtt.tls)"
                 elif err:
                     msg += f" ({err})"
                 if self.cfg.protocol == "auto" and not err:
