@@ -371,7 +371,14 @@ def load_stages(setup: Setup):
 
 
 def frames(source: FrameSource, limit: int = 0) -> Iterator[Frame]:
-    """Frames until the source ends, `limit` frames were given (0 = no limit), or Ctrl-C."""
+    """Frames until the source ends, `limit` frames were given (0 = no limit), or Ctrl-C.
+
+    A live camera is read in the background keeping only the newest frame, so the figures follow
+    the camera as it is turned instead of lagging behind a backlog; a dropped stream is reopened.
+    A file gives every frame in order."""
+    if source.live:
+        yield from _live_frames(source, limit)
+        return
     source.open()
     try:
         n = 0
@@ -383,6 +390,27 @@ def frames(source: FrameSource, limit: int = 0) -> Iterator[Frame]:
             n += 1
     finally:
         source.close()
+
+
+def _live_frames(source: FrameSource, limit: int) -> Iterator[Frame]:
+    from edge.capture import Capture
+
+    def say(state: str, error: str) -> None:
+        print(f"camera {state}{': ' + error if error else ''}", file=sys.stderr, flush=True)
+
+    capture = Capture(source, queue_size=1, backoff_initial_s=1.0, backoff_max_s=5.0, on_state=say).start()
+    try:
+        n = 0
+        while limit <= 0 or n < limit:
+            frame = capture.get(timeout=1.0)
+            if frame is None:
+                if capture.ended:
+                    return
+                continue
+            yield frame
+            n += 1
+    finally:
+        capture.stop()
 
 
 def open_source(setup: Setup) -> FrameSource:
