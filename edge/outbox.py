@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from pydantic import Field, model_validator
 
@@ -102,6 +103,7 @@ class Outbox:
             raise OutboxError(f"outbox {self.path}: cannot open SQLite database: {e}") from None
         self._key = key if key is not None else self._load_key()
         self._acked_since_checkpoint = 0
+        self._listeners: list[Callable[[], None]] = []
 
     @classmethod
     def from_config(cls, cfg: OutboxConfig, key: bytes | None = None) -> "Outbox":
@@ -125,6 +127,14 @@ class Outbox:
             f.flush()
             os.fsync(f.fileno())
         return key
+
+    def on_put(self, listener: Callable[[], None]) -> None:
+        """Call listener (cheap, non-blocking: e.g. Publisher.notify) after every stored hit."""
+        self._listeners.append(listener)
+
+    def off_put(self, listener: Callable[[], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     # -- hits ---------------------------------------------------------------------------------
 
@@ -161,6 +171,8 @@ class Outbox:
             if depth + 1 >= self.alarm_at and not self._alarm_logged:
                 self._alarm_logged = True
                 log.warning("outbox alarm: %d unacknowledged hits (alarm at %d)", depth + 1, self.alarm_at)
+        for listener in self._listeners:
+            listener()
         return True
 
     def pending(self, limit: int = 100, now: float | None = None) -> list[OutboxItem]:
