@@ -238,3 +238,21 @@ def test_systemd_analyze_verify(tmp_path, wheelhouse):
     m = re.search(r"Overall exposure level for anpr-edge.service: (\d+\.\d+)", sec.stdout)
     assert m, sec.stdout + sec.stderr
     assert float(m.group(1)) <= 3.0, f"hardening regressed: exposure {m.group(1)}\n{sec.stdout}"
+
+
+def test_dry_run_on_the_real_system_prints_the_system_steps():
+    """Without --root the same steps act on the system: a dry run shows them and changes nothing."""
+    watched = [Path("/opt/anpr-edge"), Path("/etc/anpr-edge"), Path("/var/lib/anpr-edge"),
+               Path("/etc/systemd/system/anpr-edge.service")]
+    before = [p.exists() for p in watched]
+    r = run_script("--dry-run", "--python", BASE_PYTHON)
+    assert [p.exists() for p in watched] == before
+    out = r.stdout
+    assert "would (not in --root mode)" not in out
+    assert "+ chown anpr-edge:anpr-edge /var/lib/anpr-edge" in out
+    assert f"+ {BASE_PYTHON} -m venv --system-site-packages /opt/anpr-edge/venv" in out or "ok: venv exists" in out
+    assert "+ install -m 0644 " in out and " /etc/systemd/system/anpr-edge.service" in out
+    assert "+ systemctl daemon-reload" in out and "+ systemctl enable anpr-edge.service" in out
+    un = run_script("uninstall", "--purge", "--dry-run")
+    assert [p.exists() for p in watched] == before
+    assert "+ systemctl disable --now anpr-edge.service" in un.stdout
