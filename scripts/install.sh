@@ -5,6 +5,9 @@
 #   sudo scripts/install.sh uninstall [--purge]
 #   scripts/install.sh --root /tmp/scratch ...   (staging/test root: no apt, no user, no systemctl)
 #   scripts/install.sh --dry-run ...             (print every action, change nothing)
+# Options: --keys DIR copies key files in (private 0600, public 0640); --wheels DIR installs offline
+# from a wheelhouse; --no-deps leaves dependencies to the system packages; --python PATH picks the
+# interpreter for the venv (default /usr/bin/python3); DESTDIR=DIR is the same as --root DIR.
 #
 # Idempotent: running it again brings an install up to date and never overwrites the edited
 # config, the keys, the outbox or the audit trail. Layout:
@@ -27,7 +30,7 @@ WHEELS=""
 KEYS_FROM=""
 PYTHON=/usr/bin/python3
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 die() { echo "install.sh: error: $*" >&2; exit 2; }
 
 while [ $# -gt 0 ]; do
