@@ -14,6 +14,7 @@ Only the fields listed per event in `EVENTS` are accepted: the audit trail never
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import logging
@@ -119,6 +120,7 @@ class AuditLog:
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._seq, self._head, damaged = self._read_tail()
+        self._size = self.path.stat().st_size if self.path.exists() else 0
         if damaged is not None:
             self.record("audit_damaged_tail", line=damaged[0], bytes=damaged[1])
 
@@ -173,17 +175,22 @@ class AuditLog:
                              f"allowed: {', '.join(sorted(allowed))}")
         clean = {k: _check_value(event, k, v) for k, v in sorted(data.items())}
         with self._lock:
-            entry = {"v": SCHEMA, "seq": self._seq + 1, "ts": self._clock().isoformat(timespec="milliseconds"),
-                     "device": self.device, "event": event, "data": clean, "prev": self._head}
-            entry["hash"] = entry_hash(entry)
-            line = canonical(entry) + b"\n"
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
             try:
-                os.write(fd, line)  # one write of one line: O_APPEND keeps lines whole
+                fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time, also across processes
+                if os.fstat(fd).st_size != self._size:
+                    # someone else appended (another AuditLog on the same file): chain after their entry
+                    self._seq, self._head, _ = self._read_tail()
+                entry = {"v": SCHEMA, "seq": self._seq + 1,
+                         "ts": self._clock().isoformat(timespec="milliseconds"),
+                         "device": self.device, "event": event, "data": clean, "prev": self._head}
+                entry["hash"] = entry_hash(entry)
+                os.write(fd, canonical(entry) + b"\n")  # one write of one line: O_APPEND keeps lines whole
                 if self.fsync:
                     os.fsync(fd)
+                self._size = os.fstat(fd).st_size
             finally:
-                os.close(fd)
+                os.close(fd)  # releases the lock
             self._seq, self._head = entry["seq"], entry["hash"]
         if self.publish is not None:
             try:

@@ -278,3 +278,26 @@ def test_edited_last_line_found_on_reopen(tmp_path):
     assert log.head == json.loads(lines_of(path)[-1])["hash"]
     r = verify(path)
     assert not r.ok and r.bad_line == 6 and "edited" in r.reason
+
+
+def test_two_writers_on_one_file_keep_one_chain(tmp_path):
+    """E.g. a config reload opens a new AuditLog while the old one still records: no fork."""
+    path = tmp_path / "audit.jsonl"
+    a = AuditLog(path, fsync=False)
+    b = AuditLog(path, fsync=False)
+    a.record("start", software="1")
+    b.record("config_change", accepted=True)
+    a.record("list_activated", list_id="x")
+    b.record("stop", reason="test")
+    r = verify(path)
+    assert r.ok and r.entries == 4 and r.head == b.head
+
+
+def test_writers_in_other_processes_keep_one_chain(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    code = ("import sys; from edge.audit import AuditLog; log = AuditLog(sys.argv[1], fsync=False)\n"
+            "for i in range(30): log.record('list_activated', list_id=f'p{sys.argv[2]}-{i}')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(n)], cwd=ROOT) for n in range(3)]
+    assert [p.wait(60) for p in procs] == [0, 0, 0]
+    r = verify(path)
+    assert r.ok and r.entries == 90, r
