@@ -123,7 +123,8 @@ def test_persistent_consumer_gets_hits_published_while_it_was_down(broker, tmp_p
     finally:
         if second.poll() is None:
             stop(second)
-    assert read_ids(out) == ids
+    got = read_ids(out)
+    assert len(got) == 25 and sorted(got) == sorted(ids)  # order across a consumer restart is not guaranteed
 
 
 def test_consumer_reports_refused_connection(tmp_path):
