@@ -14,6 +14,7 @@ import queue
 import random
 import socket
 import ssl
+import string
 import threading
 import time
 import traceback
@@ -75,10 +76,14 @@ class MqttConfig(Section):
     @field_validator("status_topic")
     @classmethod
     def _status_topic(cls, v: str) -> str:
-        if "{device}" not in v and "{" in v:
-            raise ValueError("status_topic may only use the {device} field")
-        if "+" in v or "#" in v:
-            raise ValueError("status_topic must not contain MQTT wildcards")
+        try:
+            fields = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        except ValueError as e:
+            raise ValueError(f"status_topic {v!r} is malformed: {e}") from None
+        if fields - {"device"}:
+            raise ValueError(f"status_topic may only use the {{device}} field, not {sorted(fields - {'device'})}")
+        if "+" in v or "#" in v or v.startswith("$") or not v:
+            raise ValueError("status_topic must be non-empty, without MQTT wildcards (+ #) or a leading $")
         return v
 
     @model_validator(mode="after")

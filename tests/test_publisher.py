@@ -424,3 +424,22 @@ def test_auto_protocol_falls_back_to_311_when_v5_is_refused(tmp_path):
         srv.close()
         col.close()
         broker.stop()
+
+
+def test_config_checks_topics_and_paths(tmp_path):
+    with pytest.raises(ValueError, match="only use the {device} field"):
+        MqttConfig(host="h", status_topic="anpr/{camera}/status")
+    with pytest.raises(ValueError, match="wildcards"):
+        MqttConfig(host="h", status_topic="anpr/#")
+    with pytest.raises(ValueError, match="unknown field"):
+        MqttConfig(host="h", hit_topic="anpr/{plate}")
+    with pytest.raises(ValueError, match="Input should be 1"):
+        MqttConfig(host="h", qos=0)
+    with pytest.raises(ValueError, match="reconnect_min_s"):
+        MqttConfig(host="h", reconnect_min_s=10, reconnect_max_s=1)
+    cfg = MqttConfig.model_validate({"host": "h", "password_file": "pw", "tls": {"ca": "ca.pem", "cert": "/abs/c.pem",
+                                                                                 "key": "k.key"}}).resolved(tmp_path)
+    assert cfg.password_file == tmp_path / "pw" and cfg.tls.ca == tmp_path / "ca.pem"
+    assert cfg.tls.cert == Path("/abs/c.pem") and cfg.tls.key == tmp_path / "k.key"
+    assert cfg.effective_port == 8883 and MqttConfig(host="h").effective_port == 1883
+    assert all(f.description for f in MqttConfig.model_fields.values())
