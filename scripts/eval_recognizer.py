@@ -137,7 +137,7 @@ def main(argv=None) -> int:
         pred = rec.read_crop(img).text
         g, v = visible_matches(pred, r["text"])
         good, vis, total = good + g, vis + v, total + 1
-        exact += (g == v and len(pred) == len(r["text"]))
+        exact += (g == v and len(pred) - g <= r["text"].count("?"))  # nothing extra besides hidden spots
     print(f"uc3m val (ES, '?' positions excluded): visible characters {good}/{vis} = {100 * good / vis:.2f}%, "
           f"plates with all visible characters right {exact}/{total} = {100 * exact / total:.2f}%")
     figures["uc3m_visible_chars"] = good / vis
