@@ -373,7 +373,7 @@ class Publisher:
             self._sock_errors = []
             try:
                 client.connect(host, port, self.cfg.keepalive_s)
-            except (OSError, ssl.SSLError) as e:
+            except Exception as e:  # noqa: BLE001 - OSError/SSLError expected; anything else must not end the thread
                 self._fail(describe_connect_error(e, host, port, self.cfg.tls))
                 if self._sleep(backoff * random.uniform(0.5, 1.0)):  # jitter: a fleet must not reconnect in step
                     break
@@ -382,7 +382,11 @@ class Publisher:
             started = time.monotonic()
             rc = mqtt.MQTT_ERR_SUCCESS
             while not self._stop.is_set():
-                rc = client.loop(timeout=0.2)
+                try:
+                    rc = client.loop(timeout=0.2)
+                except Exception as e:  # noqa: BLE001 - treat like a lost connection, reconnect
+                    log.warning("MQTT network loop error %s; reconnecting", _where(e))
+                    break
                 if rc != mqtt.MQTT_ERR_SUCCESS:
                     break
                 if self._connack is None and time.monotonic() - started > self.cfg.connect_timeout_s:
