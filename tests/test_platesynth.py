@@ -1,0 +1,58 @@
+"""Synthetic plate renderer: valid Dutch texts, every sidecode and country, labels that match rows."""
+
+from __future__ import annotations
+
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+from edge.grammar import is_valid_nl, nl_sidecode, normalise  # noqa: E402
+from platesynth import COUNTRIES, degrade, random_nl_text, render_plate  # noqa: E402
+
+
+def test_dutch_texts_are_valid_and_cover_every_sidecode():
+    rng = np.random.default_rng(0)
+    seen = set()
+    for _ in range(600):
+        t = random_nl_text(rng)
+        assert is_valid_nl(t.text)
+        assert nl_sidecode(t.text) == t.sidecode
+        assert normalise(t.printed) == t.text and t.printed.count("-") == 2
+        seen.add(t.sidecode)
+    assert seen == set(range(1, 15))
+    with pytest.raises(ValueError, match="sidecode"):
+        random_nl_text(rng, 15)
+
+
+@pytest.mark.parametrize("country", COUNTRIES)
+def test_every_country_renders_both_layouts(country):
+    rng = np.random.default_rng(zlib.crc32(country.encode()))
+    for layout in ("one_row", "two_row"):
+        p = render_plate(rng, country, layout=layout, scale=0.5)
+        h, w = p.image.shape[:2]
+        assert p.image.dtype == np.uint8 and p.image.shape[2] == 3
+        assert (w / h > 3.5) if layout == "one_row" else (w / h < 2.0)
+        assert p.text == normalise("".join(p.rows)) and p.text.isalnum()
+        assert len(p.rows) == (1 if layout == "one_row" else 2)
+        assert p.corners[2] == (w - 1.0, h - 1.0)
+        assert p.image.std() > 20  # something is drawn
+
+
+def test_degrade_gives_small_crops_with_corners():
+    rng = np.random.default_rng(5)
+    for mode in ("rectified", "box"):
+        p = render_plate(rng, "NL", scale=0.6)
+        d = degrade(rng, p.image, p.corners, mode=mode, out_width=90)
+        assert d.image.shape[1] == 90 and d.image.dtype == np.uint8
+        pts = np.array(d.corners)
+        assert pts.shape == (4, 2)
+        assert (pts[:, 0] > -20).all() and (pts[:, 0] < 110).all()
+    with pytest.raises(ValueError, match="mode"):
+        degrade(rng, p.image, mode="nope")
+    with pytest.raises(ValueError, match="BGR"):
+        degrade(rng, p.image[..., 0])
