@@ -37,6 +37,9 @@ class SeenIds:
         self.capacity = capacity
         self._ids: OrderedDict[str, None] = OrderedDict()
 
+    def __contains__(self, hit_id: str) -> bool:
+        return hit_id in self._ids
+
     def add(self, hit_id: str) -> bool:
         """True when new, False for a duplicate."""
         if hit_id in self._ids:
@@ -104,10 +107,10 @@ def run_hits_consumer(args: argparse.Namespace, out: TextIO | None = None) -> in
     cid = cfg.client_id or f"anpr-hits-{os.getpid()}"
     persistent = bool(args.persistent)
     if use_v5:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5, manual_ack=True)
     else:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv311,
-                             clean_session=not persistent)
+                             clean_session=not persistent, manual_ack=True)
     try:
         if cfg.username:
             client.username_pw_set(cfg.username, read_password(cfg.password_file) if cfg.password_file else None)
@@ -137,19 +140,30 @@ def run_hits_consumer(args: argparse.Namespace, out: TextIO | None = None) -> in
             Path(args.ready_file).touch()
 
     def on_message(cl, ud, msg):
+        """Acknowledge only what was written (or is a duplicate / not a hit): a crash leaves the rest queued."""
         try:
             hit = json.loads(msg.payload)
             hit_id = hit["hit_id"]
         except (ValueError, KeyError, TypeError):
             print(f"warning: message on {msg.topic} is not a hit (no JSON with hit_id); ignored", file=sys.stderr)
+            cl.ack(msg.mid, msg.qos)
             return
-        if not seen.add(hit_id):
+        if hit_id in seen:
             state["dupes"] += 1
+            cl.ack(msg.mid, msg.qos)
             return
         if args.with_topic:
             hit = {"topic": msg.topic, "hit": hit}
-        out.write(json.dumps(hit, separators=(",", ":"), ensure_ascii=False) + "\n")
-        out.flush()
+        try:
+            out.write(json.dumps(hit, separators=(",", ":"), ensure_ascii=False) + "\n")
+            out.flush()
+        except (OSError, ValueError) as e:  # output closed (e.g. the reader of a pipe went away)
+            state["error"] = f"cannot write hits to the output: {e}"
+            print(f"error: {state['error']}", file=sys.stderr)
+            done.set()
+            return  # not acknowledged: the broker delivers it again
+        seen.add(hit_id)
+        cl.ack(msg.mid, msg.qos)
         state["unique"] += 1
         if args.count and state["unique"] >= args.count:
             done.set()
