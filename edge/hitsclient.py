@@ -141,6 +141,8 @@ def run_hits_consumer(args: argparse.Namespace, out: TextIO | None = None) -> in
 
     def on_message(cl, ud, msg):
         """Acknowledge only what was written (or is a duplicate / not a hit): a crash leaves the rest queued."""
+        if state["error"]:
+            return  # stopping after an error: leave everything else unacknowledged
         try:
             hit = json.loads(msg.payload)
             hit_id = hit["hit_id"]
