@@ -108,6 +108,15 @@ class _Decoded:
     gap_risk: float  # highest non-blank probability between emitted characters (a missed character)
 
 
+def _layout_score(read: PlateRead) -> float:
+    """How well a layout hypothesis explains the crop: the geometric mean of its character
+    confidences (a product would favour short garbage reads), halved for reads under 4 characters."""
+    if not read.text:
+        return 0.0
+    c = np.maximum(np.asarray(read.char_confidences, np.float64), 1e-6)
+    return float(np.exp(np.log(c).mean())) * (1.0 if len(read.text) >= 4 else 0.5)
+
+
 class PlateRecognizer:
     """Reads plate crops with the ONNX recognizer: text, per-character and overall confidence, top-k."""
 
@@ -162,11 +171,12 @@ class PlateRecognizer:
     def read_crop(self, crop: np.ndarray) -> PlateRead:
         if not isinstance(crop, np.ndarray) or crop.ndim not in (2, 3) or crop.size == 0:
             raise ValueError("read_crop: crop must be a non-empty H x W (x 3) uint8 array")
-        best: PlateRead | None = None
+        best, best_score = None, -1.0
         for two_row in self.layouts(crop):
             r = self._decode_read(self.probabilities(crop, two_row))
-            if best is None or r.confidence > best.confidence:
-                best = r
+            score = _layout_score(r)
+            if best is None or score > best_score:
+                best, best_score = r, score
         assert best is not None
         return best
 

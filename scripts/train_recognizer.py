@@ -107,9 +107,9 @@ def encode(text: str) -> list[int]:
     return [CHARSET.index(c) + 1 for c in text]  # blank is class 0
 
 
-def synth_sample(rng: np.random.Generator, nl_share: float = 0.5) -> tuple[np.ndarray, str]:
+def synth_sample(rng: np.random.Generator, nl_share: float = 0.5, emblem_p: float = 0.0) -> tuple[np.ndarray, str]:
     country = "NL" if rng.random() < nl_share else str(rng.choice(SYNTH_COUNTRIES[1:]))
-    plate = render_plate(rng, country, scale=float(rng.uniform(0.4, 0.65)))
+    plate = render_plate(rng, country, scale=float(rng.uniform(0.4, 0.65)), emblem_p=emblem_p)
     crop = degrade(rng, plate.image, plate.corners, strength=float(rng.uniform(0.3, 1.2))).image
     return line_image(crop, HEIGHT, WIDTH, plate.layout == "two_row"), plate.text
 
@@ -127,14 +127,14 @@ def real_sample(rng: np.random.Generator, real: list) -> tuple[np.ndarray, str]:
     return line_image(crop, HEIGHT, WIDTH, layout == "two_row"), text
 
 
-def make_batch(seed: int, step: int, batch: int, real: list, real_share: float):
+def make_batch(seed: int, step: int, batch: int, real: list, real_share: float, emblem_p: float = 0.0):
     rng = np.random.default_rng([seed, step])
     imgs, labels = [], []
     for _ in range(batch):
         if real and rng.random() < real_share:
             im, t = real_sample(rng, real)
         else:
-            im, t = synth_sample(rng)
+            im, t = synth_sample(rng, emblem_p=emblem_p)
         if rng.random() < 0.08:
             im = 255 - im  # some plates are light on dark; make sure both polarities are seen
         imgs.append(im)
@@ -146,8 +146,9 @@ def make_batch(seed: int, step: int, batch: int, real: list, real_share: float):
 class BatchStream(torch.utils.data.IterableDataset):
     """Batches start_step, start_step+1, ... drawn deterministically from (seed, step)."""
 
-    def __init__(self, seed: int, start: int, stop: int, batch: int, real_share: float):
+    def __init__(self, seed: int, start: int, stop: int, batch: int, real_share: float, emblem_p: float):
         self.seed, self.start, self.stop, self.batch, self.real_share = seed, start, stop, batch, real_share
+        self.emblem_p = emblem_p
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -155,7 +156,7 @@ class BatchStream(torch.utils.data.IterableDataset):
         cv2.setNumThreads(1)
         real = load_real("train")
         for step in range(self.start + k, self.stop, n):
-            x, labels = make_batch(self.seed, step, self.batch, real, self.real_share)
+            x, labels = make_batch(self.seed, step, self.batch, real, self.real_share, self.emblem_p)
             yield step, x, labels
 
 
@@ -236,6 +237,9 @@ def main(argv=None) -> int:
     ap.add_argument("--export", type=Path, default=None, help="write ONNX here at every checkpoint and at the end")
     ap.add_argument("--export-only", action="store_true", help="export the checkpoint and stop")
     ap.add_argument("--tag", default="v1")
+    ap.add_argument("--emblem-p", type=float, default=0.0, help="share of foreign plates with a crest/seal/sticker")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="start from this checkpoint's weights (new optimiser and schedule): a fine-tuning stage")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -248,6 +252,9 @@ def main(argv=None) -> int:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.05,
                                                 anneal_strategy="cos", div_factor=10, final_div_factor=100)
     step = 0
+    if args.init is not None and not ckpt.exists():
+        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
+        print(f"initialised from {args.init}", flush=True)
     if ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
@@ -265,7 +272,7 @@ def main(argv=None) -> int:
     print(f"parameters: {params}", flush=True)
     hx, htexts = holdout()
     ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True)
-    stream = BatchStream(args.seed, step, args.steps, args.batch, args.real_share)
+    stream = BatchStream(args.seed, step, args.steps, args.batch, args.real_share, args.emblem_p)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=args.workers,
                                          prefetch_factor=4 if args.workers else None,
                                          multiprocessing_context="spawn" if args.workers else None)

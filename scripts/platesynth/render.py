@@ -133,6 +133,8 @@ def _row_mask(rng: np.random.Generator, row: str, font: str, spacing: float) -> 
     for ch in row:
         if ch == " ":
             g = np.zeros((h, int(h * rng.uniform(0.18, 0.35))), np.uint8)
+        elif ch == "#":  # room for an emblem, drawn later by _emblem
+            g = np.zeros((h, int(h * rng.uniform(0.55, 0.8))), np.uint8)
         else:
             g = _glyph(font, ch)
         if parts:
@@ -173,6 +175,51 @@ def _stars(canvas: np.ndarray, cx: float, cy: float, radius: float) -> None:
         cv2.fillPoly(canvas, [np.round(np.array(pts) * 4).astype(np.int32)], STAR_YELLOW, cv2.LINE_AA, shift=2)
 
 
+def _emblem(rng: np.random.Generator, canvas: np.ndarray, x0: int, x1: int, cy: float, size: float) -> None:
+    """A crest, seal, sticker or flag where '#' left room: furniture a reader must learn to skip."""
+    w = max(x1 - x0, 2)
+    cx = (x0 + x1) / 2
+    col = tuple(int(v) for v in rng.integers(0, 256, 3))
+    dark = (30, 30, 30)
+    kind = rng.integers(4)
+    r = min(w * 0.45, size * 0.45)
+    if kind == 0:  # shield
+        pts = np.array([[cx - r, cy - r], [cx + r, cy - r], [cx + r, cy + r * 0.2], [cx, cy + r * 1.1],
+                        [cx - r, cy + r * 0.2]])
+        cv2.fillPoly(canvas, [np.round(pts).astype(np.int32)], col, cv2.LINE_AA)
+        if rng.random() < 0.7:
+            half = pts.copy()
+            half[:, 0] = np.minimum(half[:, 0], cx)
+            cv2.fillPoly(canvas, [np.round(half).astype(np.int32)], tuple(int(v) for v in rng.integers(0, 256, 3)))
+        cv2.polylines(canvas, [np.round(pts).astype(np.int32)], True, dark, max(int(r * 0.08), 1), cv2.LINE_AA)
+    elif kind == 1:  # round seal / inspection sticker
+        cv2.circle(canvas, (int(cx), int(cy)), max(int(r), 1), col, -1, cv2.LINE_AA)
+        cv2.circle(canvas, (int(cx), int(cy)), max(int(r * 0.6), 1), tuple(int(v) for v in rng.integers(0, 256, 3)),
+                   max(int(r * 0.15), 1), cv2.LINE_AA)
+    elif kind == 2:  # flag-like stripes
+        n = int(rng.integers(2, 4))
+        for i in range(n):
+            y0 = cy - r + 2 * r * i / n
+            cv2.rectangle(canvas, (int(cx - r), int(y0)), (int(cx + r), int(y0 + 2 * r / n)),
+                          tuple(int(v) for v in rng.integers(0, 256, 3)), -1)
+    else:  # square sticker with a dark frame
+        cv2.rectangle(canvas, (int(cx - r), int(cy - r * 0.8)), (int(cx + r), int(cy + r * 0.8)), col, -1)
+        cv2.rectangle(canvas, (int(cx - r), int(cy - r * 0.8)), (int(cx + r), int(cy + r * 0.8)), dark,
+                      max(int(r * 0.1), 1))
+
+
+def _with_emblem(rng: np.random.Generator, row: str, two_row_top: bool) -> str:
+    """Put an emblem placeholder '#' at a separator, or at the end of a two-row plate's top row."""
+    seps = [i for i, c in enumerate(row) if c in " -"]
+    r = rng.random()
+    if two_row_top and r < 0.5:
+        return row + " #" if rng.random() < 0.7 else "# " + row
+    if seps:
+        i = int(rng.choice(seps))
+        return row[:i] + " # " + row[i + 1:]
+    return row + " #"
+
+
 def _split_rows(rng: np.random.Generator, pt: PlateText) -> tuple[str, str]:
     """Split a printed text into a top and a bottom row, preferring a separator boundary."""
     printed = pt.printed
@@ -202,11 +249,13 @@ def render_plate(
     layout: str | None = None,
     scale: float = 1.0,
     font: str | None = None,
+    emblem_p: float = 0.0,
 ) -> RenderedPlate:
     """A clean frontal plate; one row is 520 x 110 mm, two rows 340 x 210 mm (at `scale` px per mm).
 
     `country` is an ISO code of platesynth.COUNTRIES ("EU" = generic), random when None.
-    Dutch plates get the replacement-plate duplicate digit now and then (not part of the text).
+    Dutch plates get the replacement-plate duplicate digit now and then (not part of the text);
+    other plates get a crest, seal or sticker between groups with probability `emblem_p`.
     """
     if text is None:
         text = random_nl_text(rng) if country and country.upper() == "NL" else random_text(rng, country)
@@ -267,9 +316,14 @@ def render_plate(
         char_h = H * rng.uniform(0.32, 0.4)
         centres = [H * rng.uniform(0.25, 0.3), H * rng.uniform(0.7, 0.75)]
     fg = tuple(int(np.clip(v + j, 0, 255)) for v, j in zip(style.fg, rng.integers(-10, 11, size=3)))
-    for row, cy in zip(rows, centres):
+    emblem_row = -1
+    if emblem_p > 0 and text.country != "NL" and rng.random() < emblem_p:
+        emblem_row = int(rng.integers(len(rows)))
+    for ri, (row, cy) in enumerate(zip(rows, centres)):
         if text.country == "DE":
             row = row.replace("-", "  ")  # seals sit where other countries print a dash
+        if ri == emblem_row:
+            row = _with_emblem(rng, row, layout == "two_row" and ri == 0)
         mask, spans = _row_mask(rng, row, font, spacing)
         s = char_h / mask.shape[0]
         w = mask.shape[1] * s * condense
@@ -280,6 +334,9 @@ def render_plate(
         y = int(cy - mh / 2)
         _paint(canvas, m, x, y, fg)
         sx = mw / mask.shape[1]
+        for ch_, a, b in spans:
+            if ch_ == "#":
+                _emblem(rng, canvas, int(x + a * sx), int(x + b * sx), cy, mh)
         if text.country == "NL" and layout == "one_row" and "-" in row and rng.random() < 0.15:
             _, a, b = next(sp for sp in spans if sp[0] == "-")
             dm, _ = _row_mask(rng, str(int(rng.integers(1, 4))), font, 0.05)
