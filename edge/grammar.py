@@ -9,9 +9,9 @@ Texts here are normalised plate texts: upper case A-Z0-9 without separators.
 from __future__ import annotations
 
 import itertools
-import math
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -188,6 +188,17 @@ class ConstrainedRead:
     char_probs: tuple[float, ...]
 
 
+@lru_cache(maxsize=8)
+def _nl_masks(charset: str) -> np.ndarray:
+    """(14 sidecodes, 6 positions, len(charset)) mask of the characters each position allows."""
+    mask = np.zeros((len(NL_SIDECODES), 6, len(charset)), bool)
+    for si, sc in enumerate(NL_SIDECODES):
+        for pos in range(6):
+            allowed = nl_allowed(sc, pos)
+            mask[si, pos] = [c in allowed for c in charset]
+    return mask
+
+
 def nl_constrained_read(position_probs: np.ndarray, charset: str) -> ConstrainedRead | None:
     """Best valid Dutch plate for six character positions, each a probability row over `charset`.
 
@@ -198,24 +209,15 @@ def nl_constrained_read(position_probs: np.ndarray, charset: str) -> Constrained
     probs = np.asarray(position_probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[0] != 6 or probs.shape[1] != len(charset):
         return None
-    index = {c: i for i, c in enumerate(charset)}
-    best: ConstrainedRead | None = None
-    for sc in NL_SIDECODES:
-        chars, ps = [], []
-        for pos in range(6):
-            allowed = [index[c] for c in nl_allowed(sc, pos) if c in index]
-            if not allowed:
-                break
-            row = probs[pos, allowed]
-            j = int(np.argmax(row))
-            chars.append(charset[allowed[j]])
-            ps.append(float(row[j]))
-        if len(chars) != 6:
-            continue
-        text = "".join(chars)
-        if not is_valid_nl(text):
-            continue  # a banned letter group: rare, and then another sidecode may still fit
-        lp = float(sum(math.log(max(p, 1e-12)) for p in ps))
-        if best is None or lp > best.log_prob:
-            best = ConstrainedRead(text, sc, lp, tuple(ps))
-    return best
+    masked = np.where(_nl_masks(charset), probs[None], -1.0)  # 14 x 6 x C
+    idx = masked.argmax(axis=2)  # 14 x 6
+    best_p = np.take_along_axis(masked, idx[..., None], axis=2)[..., 0]
+    logp = np.log(np.maximum(best_p, 1e-12)).sum(axis=1)
+    sidecodes = list(NL_SIDECODES)
+    for si in np.argsort(-logp):
+        if (best_p[si] < 0).any():
+            continue  # a position with no allowed character in the charset
+        text = "".join(charset[j] for j in idx[si])
+        if is_valid_nl(text):  # a banned letter group: rare, and then another sidecode may still fit
+            return ConstrainedRead(text, sidecodes[si], float(logp[si]), tuple(float(x) for x in best_p[si]))
+    return None

@@ -147,9 +147,11 @@ class PlateRecognizer:
     def rectify(self, image: np.ndarray, corners) -> np.ndarray:
         return rectify(image, corners)
 
-    def layouts(self, crop: np.ndarray) -> tuple[bool, ...]:
+    def layouts(self, crop: np.ndarray, rectified: bool = False) -> tuple[bool, ...]:
         """Two-row hypotheses to try for a crop, from its aspect ratio (both in the ambiguous band)."""
         aspect = crop.shape[1] / max(crop.shape[0], 1)
+        if rectified:  # the plate's own shape: one-row 520 x 110 mm, two-row 340 x 210 mm
+            return (aspect <= (self.two_row_max + self.one_row_min) / 2,)
         if aspect >= self.one_row_min:
             return (False,)
         # Below that, a box crop may hold a two-row plate or a steeply angled one-row plate:
@@ -166,13 +168,18 @@ class PlateRecognizer:
         return e / e.sum(axis=1, keepdims=True)
 
     def read(self, image: np.ndarray, corners) -> PlateRead:
-        return self.read_crop(self.rectify(image, corners))
+        """Read the plate whose corners the detector found; the rectified shape decides the layout."""
+        return self._read(self.rectify(image, corners), rectified=True)
 
     def read_crop(self, crop: np.ndarray) -> PlateRead:
+        """Read a crop of unknown origin (e.g. an axis-aligned box): ambiguous shapes are read both ways."""
+        return self._read(crop, rectified=False)
+
+    def _read(self, crop: np.ndarray, rectified: bool) -> PlateRead:
         if not isinstance(crop, np.ndarray) or crop.ndim not in (2, 3) or crop.size == 0:
             raise ValueError("read_crop: crop must be a non-empty H x W (x 3) uint8 array")
         best, best_score = None, -1.0
-        for two_row in self.layouts(crop):
+        for two_row in self.layouts(crop, rectified):
             r = self._decode_read(self.probabilities(crop, two_row))
             score = _layout_score(r)
             if best is None or score > best_score:
