@@ -89,6 +89,14 @@ def is_valid_nl(text: str) -> bool:
     return not any(b in g for g in _letter_groups(t) for b in NL_BANNED)
 
 
+def is_valid(text: str, country: str) -> bool:
+    """Whether `text` can be a plate of `country`: Dutch rules for "NL"; for other countries, whose
+    older series vary too much to be checked here, any 2-10 characters A-Z0-9."""
+    if country.upper() == "NL":
+        return is_valid_nl(text)
+    return 2 <= len(text) <= 10 and normalise(text) == text
+
+
 # Unambiguous formats of other countries (several EU formats share AA999AA and are left out).
 _COUNTRY_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("ES", re.compile(r"^\d{4}[BCDFGHJKLMNPRSTVWXYZ]{3}$")),

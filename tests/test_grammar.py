@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edge.grammar import (
-    NL_SIDECODES, format_plate, guess_country, is_valid_nl, lookalike_variants, nl_constrained_read,
+    NL_SIDECODES, format_plate, guess_country, is_valid, is_valid_nl, lookalike_variants, nl_constrained_read,
     nl_sidecode, normalise,
 )
 
@@ -88,3 +88,8 @@ def test_constrained_read_resolves_lookalikes():
     assert r.text == "XSNB20" and r.sidecode == 5
     assert len(r.char_probs) == 6 and all(0 < x <= 1 for x in r.char_probs)
     assert nl_constrained_read(_probs("ABC1234"), CHARSET) is None
+
+
+def test_is_valid_per_country():
+    assert is_valid("XSNB23", "NL") and not is_valid("XANB23", "NL")
+    assert is_valid("WKZE888", "PL") and not is_valid("wk-1", "PL") and not is_valid("A", "DE")
