@@ -300,6 +300,8 @@ def draw(image: np.ndarray, plates: list[PlateFigures], roi: Sequence[Point] | N
         x, y = int(quad[:, 0].min()), int(quad[:, 1].min()) - 6
         _text(out, label, (x, max(y, int(40 * scale))), scale, color)
     exp = exposure(image)
+    band = out[: int(32 * scale)]
+    band[:] = (band * 0.4).astype(np.uint8)  # darken the top strip so the header reads on any sky
     _text(out, f"{len(plates)} plate(s)  exposure: mean {exp.mean:.0f}, clipped {exp.clipped:.1%}, "
                f"black {exp.black:.1%}", (int(8 * scale), int(22 * scale)), scale, (255, 255, 255))
     return out
