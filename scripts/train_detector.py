@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "detector", help="checkpoint folder")
     ap.add_argument("--cache", type=Path, default=ROOT / "work_data" / "detector", help="resized-image cache folder")
-    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--steps", type=int, default=4500)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--size", type=int, default=320, help="training crop side")
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -135,7 +135,7 @@ def main(argv=None) -> int:
         log(f"checkpoint step {step}")
 
     net.train()
-    t_last, t0, agg = time.time(), time.time(), np.zeros(3)
+    t_last, t0, agg, n_agg = time.time(), time.time(), np.zeros(3), 0
     while step < args.steps:
         x, h, hw, r, rw = (torch.from_numpy(a) for a in stream.batch(rng, args.batch))
         for g in opt.param_groups:
@@ -148,11 +148,12 @@ def main(argv=None) -> int:
         opt.step()
         step += 1
         agg += [loss.item(), lh.item(), lr_.item()]
+        n_agg += 1
         if step % 50 == 0:
-            a = agg / 50
+            a = agg / n_agg
             log(f"step {step} loss {a[0]:.3f} heat {a[1]:.3f} reg {a[2]:.3f} lr {lr_at(step, args.steps, args.lr):.2e} "
-                f"{(time.time() - t0) / 50:.2f} s/step")
-            agg[:], t0 = 0, time.time()
+                f"{(time.time() - t0) / n_agg:.2f} s/step")
+            agg[:], n_agg, t0 = 0, 0, time.time()
         if time.time() - t_last > args.ckpt_minutes * 60:
             save()
             t_last = time.time()
