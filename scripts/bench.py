@@ -235,7 +235,11 @@ def run_worker(spec: WorkerSpec) -> dict:
     detector.detect(first)
     cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
 
+    import resource
+
     frames = passages = 0
+    load_1min = os.getloadavg()[0]
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
     while True:
         t0 = time.perf_counter()
@@ -255,6 +259,8 @@ def run_worker(spec: WorkerSpec) -> dict:
         if dispatch(p, timed=True):
             hit_passages.append(p)
     wall = time.perf_counter() - start
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     cap.release()
     stats = pipe.stats
 
@@ -284,6 +290,7 @@ def run_worker(spec: WorkerSpec) -> dict:
     return {
         "video": spec.video, "threads": spec.threads, "frames": frames, "wall_s": round(wall, 3),
         "fps": round(frames / wall, 2), "peak_rss_mib": round(peak_rss_mib(), 1),
+        "cpu_cores_used": round(cpu_s / wall, 2), "load_1min_at_start": round(load_1min, 2),
         "median_ms": {s: med(v) for s, v in t.items()},
         "per_frame_ms": {s: round(sum(t[s]) / max(frames, 1), 3) for s in ("decode", "detect", "recognize", "track")},
         "calls": {s: len(v) for s, v in t.items()},
@@ -416,6 +423,7 @@ def summarise(runs: list[dict]) -> dict:
     return {
         "runs": len(runs), "frames": runs[0]["frames"], "fps": med(lambda r: r["fps"]),
         "fps_runs": [r["fps"] for r in runs], "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+        "cpu_cores_used": med(lambda r: r["cpu_cores_used"]), "load_runs": [r["load_1min_at_start"] for r in runs],
         "median_ms": {s: med(lambda r, s=s: r["median_ms"][s]) for s in STAGES},
         "per_frame_ms": {s: med(lambda r, s=s: r["per_frame_ms"][s]) for s in runs[0]["per_frame_ms"]},
         "calls": runs[0]["calls"], "detect_frames": runs[0]["detect_frames"], "reads": runs[0]["reads"],
@@ -448,17 +456,21 @@ def report(results: dict, info: dict, header: dict) -> str:
            "through, recognize per plate read, track per frame, match per passage, outbox per hit (message with "
            "crop + durable put), publish per hit (outbox put to broker PUBACK on loopback).", ""]
     md += ["| video | threads | frames | detector runs | plate reads (skipped) | passages (hits) | "
-           "per frame ms: decode + detect + recognize + track | frames/s of each run |",
-           "|---|---|---:|---:|---:|---:|---:|---:|"]
+           "per frame ms: decode + detect + recognize + track | frames/s of each run | CPU cores used | "
+           "load avg at each start |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key, r in results.items():
         video, mode = key.split("|")
         pf = r["per_frame_ms"]
         md.append(f"| {video} | {mode} | {r['frames']} | {r['detect_frames']} | {r['reads']} ({r['skipped_reads']}) "
                   f"| {r['passages']} ({r['hit_passages']}) | {_f(pf['decode'], 2)} + {_f(pf['detect'], 2)} + "
-                  f"{_f(pf['recognize'], 2)} + {_f(pf['track'], 2)} | {', '.join(_f(x) for x in r['fps_runs'])} |")
+                  f"{_f(pf['recognize'], 2)} + {_f(pf['track'], 2)} | {', '.join(_f(x) for x in r['fps_runs'])} | "
+                  f"{_f(r['cpu_cores_used'], 2)} | {', '.join(_f(x, 2) for x in r['load_runs'])} |")
     # Raspberry Pi 5 estimate from the one-thread figures
     lo, hi = PI5_CORE_RATIO_RANGE
-    md += ["", f"**Raspberry Pi 5 estimate** (Cortex-A76, 4 x 2.4 GHz): one-thread frames/s here divided by "
+    md += ["", "CPU cores used = CPU time of the run's process / wall time of its loop (1.00 = one core "
+           "fully its own; less means it waited for a CPU that other work was using).", ""]
+    md += [f"**Raspberry Pi 5 estimate** (Cortex-A76, 4 x 2.4 GHz): one-thread frames/s here divided by "
            f"{PI5_CORE_RATIO:g} (range {lo:g}-{hi:g}); four cameras' worth of cores = one pipeline per core "
            "(the unit runs one camera per process). An estimate, not a measurement; basis in docs/performance.md.", ""]
     md += ["| video | frames/s here, 1 thread | Pi 5 estimate, 1 core | range | Pi 5 estimate, 4 cores (4 pipelines) |",
