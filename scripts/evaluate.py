@@ -30,6 +30,7 @@ reads of real traffic never pass through this script.
     .venv/bin/python scripts/evaluate.py                       # all sets + demo video
     .venv/bin/python scripts/evaluate.py --sets ocr/openalpr_eu2 --limit 50
     .venv/bin/python scripts/evaluate.py --videos /tmp/videos/*.mp4 --sets none
+    .venv/bin/python scripts/evaluate.py --sets none --render 6 --seed 7      # rendered passage videos
     .venv/bin/python scripts/evaluate.py --markdown docs/results/evaluate.md --json docs/results/evaluate.json \
         --update-doc docs/performance.md
 """
@@ -40,6 +41,7 @@ import argparse
 import csv
 import json
 import sys
+import tempfile
 import time
 import zlib
 from collections import defaultdict
@@ -460,6 +462,13 @@ def build_report(results: list[SetResult], videos: list[dict], worst: int, heade
                        f"{v['one_passage']}/{v['vehicles']}",
                        v["missed"], v["duplicates"], v["spurious"],
                        f"{v['read_correct']}/{v['passages'] - v['spurious']} ({_pct(v['read_acc'])})") for v in videos])
+        if len(videos) > 1:
+            tot = {k: sum(v[k] for v in videos) for k in ("frames", "vehicles", "optional", "passages", "one_passage",
+                                                          "missed", "duplicates", "spurious", "read_correct")}
+            n = tot["passages"] - tot["spurious"]
+            md.append(f"| **all {len(videos)} videos** | {tot['frames']} | {tot['vehicles']} (+{tot['optional']} barely "
+                      f"visible) | {tot['one_passage']}/{tot['vehicles']} | {tot['missed']} | {tot['duplicates']} | "
+                      f"{tot['spurious']} | {tot['read_correct']}/{n} ({_pct(_ratio(tot['read_correct'], n))}) |")
         md.append("")
         md.append("Barely visible vehicles (fewer than 5 frames of a >= 40 px plate) may give a passage but are not "
                   "counted as missed when they give none.")
@@ -494,6 +503,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated sets (detect/<name>, ocr/<name>), or 'none'")
     ap.add_argument("--videos", type=Path, nargs="*", default=[ROOT / "demo" / "demo.mp4"],
                     help="rendered videos with truth JSON beside them (default: the demo video); none with --videos")
+    ap.add_argument("--render", type=int, default=0, metavar="N",
+                    help="also render N passage videos (scripts/make_test_videos.py, 640x480) into a temporary "
+                         "folder and evaluate them")
+    ap.add_argument("--seed", type=int, default=7, help="seed of the rendered videos")
     ap.add_argument("--detector", type=Path, default=ROOT / "models" / "detector.onnx")
     ap.add_argument("--recognizer", type=Path, default=ROOT / "models" / "recognizer.onnx")
     ap.add_argument("--threads", type=int, default=0, help="onnxruntime threads per model (0 = all cores)")
@@ -543,7 +556,17 @@ def main(argv: list[str] | None = None) -> int:
                      "ocr/openalpr_br": "val (CRC32(text) % 5 == 0)"}.get(s, "val")
             results.append(evaluate_crops(subsample(load_crops(s, args.data), args.limit), recognizer, label))
         print(f"[evaluate] {s}: {results[-1].seconds:.1f} s", file=sys.stderr, flush=True)
-    videos = evaluate_videos([Path(v).resolve() for v in args.videos], detector, recognizer) if args.videos else []
+    video_paths = [Path(v).resolve() for v in args.videos or []]
+    with tempfile.TemporaryDirectory(prefix="evaluate-videos-") as tmp:
+        if args.render > 0:
+            from make_test_videos import build_suite, write_video
+            for i, scene in enumerate(build_suite(args.render, args.seed, 640, 480)):
+                video_paths.append(Path(tmp) / f"rendered_s{args.seed}_{i:02d}.mp4")
+                write_video(scene, video_paths[-1], seed=args.seed * 1000 + i)
+        videos = evaluate_videos(video_paths, detector, recognizer) if video_paths else []
+        for v in videos:
+            if v["video"].startswith(tmp):
+                v["video"] = "rendered: " + Path(v["video"]).name
 
     header = {"detector": detector.version, "recognizer": recognizer.contract.version,
               "detector_file": str(args.detector), "recognizer_file": str(args.recognizer),
