@@ -54,9 +54,9 @@ class TrackerConfig(Section):
     max_match_distance: float = Field(1.0, gt=0, description=(
         "Largest distance, in plate widths, between a track's predicted position and a detection that can "
         "continue it (grows with frames missed in a row)."))
-    max_size_change: float = Field(1.3, gt=1, description=(
-        "Largest ratio between a detection's width and the track's predicted width for them to be the same "
-        "plate (grows with frames missed in a row)."))
+    max_size_change: float = Field(1.5, gt=1, description=(
+        "Largest ratio between a detection's width and the track's predicted or last width for them to be the "
+        "same plate (grows with frames missed in a row)."))
     reread_every: int = Field(10, ge=1, description=(
         "A confidently read track is read again only every this many of its frames, to confirm it is still "
         "the same plate; the recognizer is skipped for it otherwise."))
@@ -152,10 +152,13 @@ class PassageTracker:
 
     def _position_cost(self, t: _Track, det: Detection, mono_ms: float) -> float | None:
         """Distance in plate widths to the prediction, plus size change; None when out of the gate."""
-        px, py, w_t = t.predict(mono_ms)
+        px, py, w_p = t.predict(mono_ms)
         cx, cy = _center(det.box)
         w_d = _width(det.box)
-        ratio = max(w_t, w_d) / min(w_t, w_d)
+        w_l = _width(t.box)
+        # detector boxes jitter by 10-20%: the width may match the prediction or the last width
+        ratio = min(max(w_p, w_d) / min(w_p, w_d), max(w_l, w_d) / min(w_l, w_d))
+        w_t = max(w_p, w_l)
         if ratio > self.cfg.max_size_change ** (1 + 0.5 * min(t.misses, 4)):
             return None
         dist = math.hypot(cx - px, cy - py) / max(w_t, w_d)
@@ -175,7 +178,9 @@ class PassageTracker:
         if read is None or not read.text or t.consensus is None or not t.consensus.text:
             return 0.0
         d = edit_distance(read.text, t.consensus.text)
-        sure = t.emitted or (t.consensus.confidence >= 0.9 and len(t.reads) >= 2)
+        # fairly sure: two reads said exactly this (garbage reads of a far plate rarely agree)
+        sure = t.emitted or (t.consensus.confidence >= 0.9
+                             and sum(r.text == t.consensus.text for r, _ in t.reads) >= 2)
         if sure and d > self.cfg.text_match_distance:
             return None
         return 0.3 * min(d, 3)
@@ -300,7 +305,7 @@ class PassageTracker:
             g = math.log(_width(det.box) / _width(t.box)) / dt
             if t.frames > 1:
                 v = (0.5 * t.velocity[0] + 0.5 * v[0], 0.5 * t.velocity[1] + 0.5 * v[1])
-                g = 0.5 * t.growth + 0.5 * g
+                g = 0.7 * t.growth + 0.3 * g  # widths jitter more than positions: smooth harder
             t.velocity, t.growth = v, g
         elif t.misses > 2:
             t.velocity, t.growth = (0.0, 0.0), 0.0
@@ -334,9 +339,10 @@ class PassageTracker:
 
     def _is_confident(self, t: _Track) -> bool:
         c = t.consensus
+        # early only for a text a known grammar accepts: a reader that drops a character does so
+        # consistently, and "RJZ02" from four frames would otherwise go out as a confident passage
         return (c is not None and len(t.reads) >= max(self.cfg.early_reads, self.cfg.min_frames)
-                and c.confidence >= self.cfg.confident_at
-                and c.valid)
+                and c.confidence >= self.cfg.confident_at and c.valid)
 
     def _direction(self, t: _Track) -> Direction:
         """Approaching when the plate grows, receding when it shrinks (least-squares fit of log width).

@@ -26,6 +26,8 @@ ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _K = len(ALPHABET)
 _Q_MIN, _Q_MAX = 0.05, 0.98
 _MAX_EVIDENCE = 8.0  # total read weight beyond which weights are scaled down (many garbage reads prove nothing)
+_OTHER_LENGTH_FLOOR = 1e-3  # a valid text of another length may beat an invalid one this much more likely
+_ALIGNED_WEIGHT = 0.7  # evidence of a read with a dropped or doubled character counts this much
 _LEN_RIGHT = 0.8  # a reader's chance to get the number of characters right, before its confidence counts
 _LOOKALIKE_SHARE = 0.5  # share of a read's doubt that goes to look-alikes of the character it read
 _LOOKALIKE = {c: "".join(g.replace(c, "") for g in grammar.LOOKALIKE_GROUPS if c in g)
@@ -57,13 +59,13 @@ def _char_confs(read: PlateRead) -> tuple[float, ...]:
 
 
 def is_valid(text: str, country: str) -> bool:
-    """Whether the grammar of `country` accepts `text`; unknown countries accept any A-Z0-9 text."""
+    """Whether the plate grammar accepts `text` for `country`: Dutch sidecodes and letter rules for NL,
+    the unambiguous formats edge.grammar knows for other countries; without a country nothing is valid."""
     if country == "NL":
         return grammar.is_valid_nl(text)
-    check = getattr(grammar, "is_valid", None)
-    if check is not None:
-        return bool(check(text, country))
-    return bool(text) and text.isalnum()
+    if country:
+        return grammar.guess_country(text) == country
+    return False  # no grammar to check against
 
 
 def _length_posterior(pairs: Sequence[tuple[PlateRead, float]]) -> dict[int, float]:
@@ -82,21 +84,47 @@ def _length_posterior(pairs: Sequence[tuple[PlateRead, float]]) -> dict[int, flo
     return {n: math.exp(v - top) / z for n, v in score.items()}
 
 
-def _position_posteriors(reads: Sequence[tuple[PlateRead, float]], length: int) -> list[dict[str, float]]:
+Evidence = list[tuple[int, str, float, float]]  # (position, character, confidence, weight)
+
+
+def _evidence(reads: Sequence[tuple[PlateRead, float]]) -> Evidence:
+    return [(i, ch, q, w) for read, w in reads for i, (ch, q) in enumerate(zip(read.text, _char_confs(read)))]
+
+
+def _aligned(read: PlateRead, w: float, ref: str) -> Evidence:
+    """Evidence of a read one character shorter or longer than `ref`, aligned where it fits `ref` best
+    (a reader drops or doubles a character; the others still say something about their positions)."""
+    text, confs = read.text, _char_confs(read)
+    n = len(ref)
+    options = []
+    if len(text) == n - 1:  # a character dropped before position k
+        for k in range(n):
+            pos = [i if i < k else i + 1 for i in range(len(text))]
+            options.append((pos, list(range(len(text)))))
+    elif len(text) == n + 1:  # a character inserted at position k of the read
+        for k in range(len(text)):
+            idx = [i for i in range(len(text)) if i != k]
+            options.append((list(range(n)), idx))
+    else:
+        return []
+    best = max(options, key=lambda o: sum(text[j] == ref[p] for p, j in zip(*o)))
+    return [(p, text[j], confs[j], w * _ALIGNED_WEIGHT) for p, j in zip(*best)]
+
+
+def _position_posteriors(evidence: Evidence, length: int) -> list[dict[str, float]]:
     """Per position: posterior over the characters seen there; unseen characters share the rest."""
     logl: list[dict[str, float]] = [defaultdict(float) for _ in range(length)]
     base = [0.0] * length  # log-likelihood of a character no read proposed at that position
-    for read, w in reads:
-        for i, (ch, q) in enumerate(zip(read.text, _char_confs(read))):
-            miss = w * math.log((1 - q) / (_K - 1))
-            hit = w * math.log(q)
-            # every character starts at `base`; the proposed one gets hit instead of miss
-            base[i] += miss
-            logl[i][ch] += hit - miss
-            # a reader that is wrong is most often wrong by a look-alike: half the doubt goes there
-            alike = _LOOKALIKE.get(ch, "")
-            for a in alike:
-                logl[i][a] += w * math.log((1 - q) * _LOOKALIKE_SHARE / len(alike)) - miss
+    for i, ch, q, w in evidence:
+        miss = w * math.log((1 - q) / (_K - 1))
+        hit = w * math.log(q)
+        # every character starts at `base`; the proposed one gets hit instead of miss
+        base[i] += miss
+        logl[i][ch] += hit - miss
+        # a reader that is wrong is most often wrong by a look-alike: half the doubt goes there
+        alike = _LOOKALIKE.get(ch, "")
+        for a in alike:
+            logl[i][a] += w * math.log((1 - q) * _LOOKALIKE_SHARE / len(alike)) - miss
     posts = []
     for i in range(length):
         seen = {ch: base[i] + d for ch, d in logl[i].items()}
@@ -164,7 +192,12 @@ def vote(reads: Sequence[PlateRead], weights: Sequence[float] | None = None, *,
     candidates: list[tuple[str, float, tuple[float, ...], str, bool]] = []  # text, prob, chars, country, valid
     for length in lengths[:2]:
         same = [(r, w) for r, w in pairs if len(r.text) == length]
-        posts = _position_posteriors(same, length)
+        evidence = _evidence(same)
+        posts = _position_posteriors(evidence, length)
+        ref = _beam(posts, 1)[0][0]
+        for r, w in pairs:  # reads one character off in length, aligned to the provisional text
+            evidence += _aligned(r, w, ref)
+        posts = _position_posteriors(evidence, length)
         p_len = by_len[length] / total
         ranked = _beam(posts, beam_width)
         country = _country(same, ranked[0][0])
@@ -184,10 +217,13 @@ def vote(reads: Sequence[PlateRead], weights: Sequence[float] | None = None, *,
             candidates.append((text, prob * p_len, chars, country, ok))
 
     candidates.sort(key=lambda c: -c[1])
-    valid = [c for c in candidates if c[4]]
-    best = valid[0] if valid else candidates[0]
+    top = candidates[0]
+    # a valid plate wins; of another length than the most probable text only if not far less likely
+    valid = [c for c in candidates if c[4] and (len(c[0]) == len(top[0]) or c[1] >= _OTHER_LENGTH_FLOOR * top[1])]
+    best = valid[0] if valid else top
     text, _, chars, country, ok = best
-    prob = math.prod(chars) * by_len[len(text)] / total
+    # a valid Dutch plate has six characters whatever the reads' lengths said: the grammar fixes it
+    prob = math.prod(chars) * (1.0 if ok and country == "NL" else by_len[len(text)] / total)
     alts = []
     for t, p, _, _, _ in sorted(candidates, key=lambda c: (not c[4], -c[1])):  # valid plates first
         if t != text and p >= 1e-4 and all(t != a for a, _ in alts):

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge.factory import build_pipeline, load_models  # noqa: E402
 from edge.motion import MotionConfig  # noqa: E402
+from edge.tracker import edit_distance  # noqa: E402
 from edge.tracker import TrackerConfig  # noqa: E402
 from edge.types import Frame, Passage  # noqa: E402
 
@@ -85,18 +86,19 @@ class VideoResult:
 
 
 def score(passages: list[Passage], truth: dict) -> VideoResult:
-    """Assign every passage to the vehicle it overlaps most in time (text breaks ties), then count."""
+    """Assign every passage to the vehicle it overlaps in time with the most similar text (then the
+    longest overlap), then count."""
     fps = truth["fps"]
     vs = truth["vehicles"]
     owner: dict[int, list[Passage]] = {i: [] for i in range(len(vs))}
     res = VideoResult(passages=len(passages))
     for p in passages:
         a, b = p.first_seen_ms * fps / 1000, p.last_seen_ms * fps / 1000
-        best, best_key = None, (0.0, 0)
+        best, best_key = None, None
         for i, v in enumerate(vs):
             overlap = min(b, v["last_frame"]) - max(a, v["first_frame"]) + 1
-            key = (float(overlap > 0) + (p.text == v["text"]), overlap)
-            if overlap > 0 and key > best_key:
+            key = (overlap > 0, -edit_distance(p.text, v["text"]), overlap)
+            if overlap > 0 and (best_key is None or key > best_key):
                 best, best_key = i, key
         if best is None:
             res.spurious += 1

@@ -232,9 +232,9 @@ def test_rendered_scene_geometry_one_passage_per_vehicle(shared_data):
 
     rng = np.random.default_rng(0)
     total = VideoResult()
-    for scene in build_suite(24, seed=5):
+    for scene in build_suite(40, seed=5):
         total.add(score(run_scene(PassageTracker(TrackerConfig()), scene, rng), truth(scene)))
-    assert total.vehicles >= 70
+    assert total.vehicles >= 120
     assert total.one_passage == total.vehicles and total.duplicates == 0 and total.spurious == 0
     assert total.correct >= 0.99 * total.passages, f"{total.correct}/{total.passages} read correctly"
     assert total.direction_ok >= 0.9 * total.passages
