@@ -14,7 +14,8 @@ When passages are emitted (the decision the matcher relies on):
   re-read only every `reread_every` of its frames (the pipeline skips the recognizer otherwise),
   and a confident re-read that contradicts its text splits off a new track (another vehicle);
 - otherwise when the track has been gone for `close_after_s`, or at `flush()` (end of a replay),
-  provided it has at least `min_frames` observations and its consensus reaches `min_confidence`.
+  provided it has at least `min_frames` observations and its consensus reaches `min_confidence`
+  and `min_chars`.
 
 Call `update` for every frame the pipeline processes, with an empty list when the detector ran and
 found nothing. Plate texts live only in memory here; nothing is logged.
@@ -49,6 +50,9 @@ class TrackerConfig(Section):
     min_confidence: float = Field(0.1, ge=0, le=1, description=(
         "A track whose consensus stays below this confidence gives no passage when it closes (false detections "
         "such as signs or lettering on a van read as garbage); such a passage could never be matched anyway."))
+    min_chars: int = Field(4, ge=1, description=(
+        "A track whose consensus has fewer characters gives no passage (a plate cut by the frame edge, or a "
+        "far plate read as one or two characters)."))
     early_reads: int = Field(4, ge=1, description=(
         "Reads a track needs before its passage may be emitted early (fewer reads wait for the track to close)."))
     max_match_distance: float = Field(1.0, gt=0, description=(
@@ -386,7 +390,8 @@ class PassageTracker:
     def _close(self, t: _Track) -> Passage | None:
         p = None
         if (not t.emitted and t.consensus is not None and t.frames >= self.cfg.min_frames
-                and t.consensus.confidence >= self.cfg.min_confidence):
+                and t.consensus.confidence >= self.cfg.min_confidence
+                and len(t.consensus.text) >= self.cfg.min_chars):
             p = self._emit(t)
         if t.emitted and t.consensus is not None:
             self._recent.append((t.consensus.text, self._now_ms))
