@@ -19,7 +19,8 @@ from edge.types import Frame
 class MotionConfig(Section):
     enabled: bool = Field(True, description="Skip detection on frames where nothing moved (saves CPU on empty roads).")
     scale_width: int = Field(96, ge=16, le=640, description=(
-        "Width in pixels of the grey thumbnail the frames are compared at; smaller is cheaper but misses small motion."))
+        "Width in pixels of the grey thumbnail the frames are compared at; smaller is cheaper but misses "
+        "small motion."))
     pixel_threshold: int = Field(18, ge=1, le=255, description=(
         "Grey-level difference (0-255) at which a thumbnail pixel counts as changed; above sensor noise."))
     min_changed_fraction: float = Field(0.002, ge=0, le=1, description=(

@@ -24,14 +24,14 @@ from edge.types import PlateRead
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _K = len(ALPHABET)
-_Q_MIN, _Q_MAX = 0.05, 0.98
+_Q_MIN, _Q_MAX = 0.05, 0.98  # a recognizer is never certain; caps keep one read from outvoting many
 _MAX_EVIDENCE = 8.0  # total read weight beyond which weights are scaled down (many garbage reads prove nothing)
 _OTHER_LENGTH_FLOOR = 1e-3  # a valid text of another length may beat an invalid one this much more likely
 _ALIGNED_WEIGHT = 0.7  # evidence of a read with a dropped or doubled character counts this much
 _LEN_RIGHT = 0.8  # a reader's chance to get the number of characters right, before its confidence counts
 _LOOKALIKE_SHARE = 0.5  # share of a read's doubt that goes to look-alikes of the character it read
 _LOOKALIKE = {c: "".join(g.replace(c, "") for g in grammar.LOOKALIKE_GROUPS if c in g)
-              for g in grammar.LOOKALIKE_GROUPS for c in g}  # a recognizer is never certain; caps keep one read from outvoting many
+              for g in grammar.LOOKALIKE_GROUPS for c in g}
 
 
 @dataclass(frozen=True)

@@ -158,7 +158,8 @@ def _paste_plate(img: np.ndarray, plate: np.ndarray, dst: np.ndarray, wash: bool
     # shrink the plate first when it is much larger than its place (area filter, no aliasing)
     scale = (dst[1, 0] - dst[0, 0]) / w
     if scale < 0.5:
-        small = cv2.resize(plate, (max(int(w * scale * 2), 4), max(int(h * scale * 2), 2)), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(plate, (max(int(w * scale * 2), 4), max(int(h * scale * 2), 2)),
+                           interpolation=cv2.INTER_AREA)
         sh, sw = small.shape[:2]
         src = np.array([[0, 0], [sw - 1, 0], [sw - 1, sh - 1], [0, sh - 1]], np.float32)
         M = cv2.getPerspectiveTransform(src, (dst - np.array([bx0, by0], np.float32)).astype(np.float32))
@@ -205,7 +206,8 @@ def render_frame(scene: Scene, index: int, rng: np.random.Generator) -> np.ndarr
             kernel[:, k // 2] = 1.0 / k
         img = cv2.filter2D(img, -1, kernel)
     if scene.noise > 0:
-        img = np.clip(img.astype(np.int16) + rng.normal(0, scene.noise, img.shape).astype(np.int16), 0, 255).astype(np.uint8)
+        noise = rng.normal(0, scene.noise, img.shape).astype(np.int16)
+        img = np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
     return img
 
 
@@ -222,8 +224,9 @@ def truth(scene: Scene) -> dict:
             c = plate_corners(scene, v, z)
             if _covered(scene, v, z, c, i / scene.fps):
                 continue
-            if c[:, 0].min() >= 0 and c[:, 1].min() >= 0 and c[:, 0].max() < scene.width and c[:, 1].max() < scene.height \
-                    and c[1, 0] - c[0, 0] >= 20:
+            inside = c[:, 0].min() >= 0 and c[:, 1].min() >= 0 and c[:, 0].max() < scene.width \
+                and c[:, 1].max() < scene.height
+            if inside and c[1, 0] - c[0, 0] >= 20:
                 seen.append((i, c[1, 0] - c[0, 0]))
         if not seen:
             continue
@@ -232,7 +235,8 @@ def truth(scene: Scene) -> dict:
         direction = "approaching" if grow > 1.1 else "receding" if grow < 1 / 1.1 else "unknown"
         out.append({"text": v.plate.text, "country": v.plate.country,
                     "formatted": format_plate(v.plate.text, v.plate.country),
-                    "first_frame": seen[0][0], "last_frame": seen[-1][0], "frames": len(seen), "readable_frames": readable,
+                    "first_frame": seen[0][0], "last_frame": seen[-1][0], "frames": len(seen),
+                    "readable_frames": readable,
                     "direction": direction, "parked": direction == "unknown" and len(seen) >= 0.9 * n})
     return {"fps": scene.fps, "width": scene.width, "height": scene.height, "frames": n, "vehicles": out}
 
