@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7, help="seed of the rendered videos")
     ap.add_argument("--detector", type=Path, default=ROOT / "models" / "detector.onnx")
     ap.add_argument("--recognizer", type=Path, default=ROOT / "models" / "recognizer.onnx")
-    ap.add_argument("--threads", type=int, default=0, help="onnxruntime threads per model (0 = all cores)")
+    ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (1 = the unit default; 0 = all cores)")
     ap.add_argument("--min-score", type=float, default=0.4, help="detector score filter (the unit's default)")
     ap.add_argument("--min-plate-width", type=float, default=0.0,
                     help="plate width filter in px (default 0: score the detector on every plate size)")
