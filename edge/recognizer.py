@@ -144,6 +144,11 @@ class PlateRecognizer:
         self._std = np.float32(c.std[0])
 
     # ---- geometry -------------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        """The model's version from its metadata (reported in status and hits)."""
+        return self.contract.version
+
     def rectify(self, image: np.ndarray, corners) -> np.ndarray:
         return rectify(image, corners)
 
