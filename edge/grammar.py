@@ -28,6 +28,7 @@ _NL_CLASS = {k: v.replace("-", "") for k, v in NL_SIDECODES.items()}  # "XX9999"
 _CLASS_TO_SIDECODE = {v: k for k, v in _NL_CLASS.items()}
 
 # Letters of modern series (sidecode >= 4): no vowels, never C or Q; Y dropped from sidecode 7 on.
+NL_OLD_LETTERS = "ABDEFGHIJKLMNOPRSTUVWXYZ"  # sidecodes 1-3: vowels allowed, but C and Q were never issued
 NL_MODERN_LETTERS = "BDFGHJKLMNPRSTVWXYZ"
 NL_MODERN_LETTERS_7 = "BDFGHJKLMNPRSTVWXZ"
 NL_BANNED = ("GVD", "KKK", "NSB", "PKK", "PSV", "TBS", "SS", "SD", "PVV", "SGP", "VVD")
@@ -65,7 +66,7 @@ def nl_allowed(sidecode: int, position: int) -> str:
     if cls == "9":
         return DIGITS
     if sidecode <= 3:
-        return LETTERS
+        return NL_OLD_LETTERS
     letters = NL_MODERN_LETTERS if sidecode < 7 else NL_MODERN_LETTERS_7
     if position == 0:
         letters += "O"  # semi-trailers lead with O
