@@ -48,6 +48,9 @@ class HitDispatcher:
             return []
         now = now or datetime.now(timezone.utc)
         matches = self._match(passage, now)
+        # counts only: the text of a passage that is not a hit never reaches a log
+        log.debug("passage of %d frames, confidence %.2f: %s", passage.frames, passage.confidence,
+                  f"{len(matches)} list match(es)" if matches else "no match, forgotten")
         if not matches:
             return []
         hit = Hit(passage=passage, matches=tuple(sorted(matches, key=lambda m: -m.priority)))
