@@ -237,6 +237,8 @@ def main(argv=None) -> int:
     ap.add_argument("--export", type=Path, default=None, help="write ONNX here at every checkpoint and at the end")
     ap.add_argument("--export-only", action="store_true", help="export the checkpoint and stop")
     ap.add_argument("--tag", default="v1")
+    ap.add_argument("--stop-at", type=int, default=None,
+                    help="stop (with a checkpoint) after this step, keeping the schedule of --steps")
     ap.add_argument("--emblem-p", type=float, default=0.0, help="share of foreign plates with a crest/seal/sticker")
     ap.add_argument("--init", type=Path, default=None,
                     help="start from this checkpoint's weights (new optimiser and schedule): a fine-tuning stage")
@@ -272,7 +274,8 @@ def main(argv=None) -> int:
     print(f"parameters: {params}", flush=True)
     hx, htexts = holdout()
     ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True)
-    stream = BatchStream(args.seed, step, args.steps, args.batch, args.real_share, args.emblem_p)
+    stop = min(args.steps, args.stop_at or args.steps)
+    stream = BatchStream(args.seed, step, stop, args.batch, args.real_share, args.emblem_p)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=args.workers,
                                          prefetch_factor=4 if args.workers else None,
                                          multiprocessing_context="spawn" if args.workers else None)
