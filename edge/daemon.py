@@ -121,14 +121,25 @@ class Daemon:
             log.warning("no reference list loaded yet: no hits are possible until one arrives on %s",
                         self.sync.snapshot_topic)
 
-    def _stop_parts(self, timeout: float = 2.0) -> None:
-        """Stop capture, close open tracks into the outbox, then stop the network side."""
+    def _stop_inputs(self) -> None:
+        """Stop capture and close open tracks into the outbox."""
         if self.capture is not None:
             self.capture.stop(timeout=1.0)
         for passage in self.pipeline.finish():
             self.dispatcher.handle(passage)
+
+    def _stop_network(self, timeout: float = 2.0) -> None:
+        """Give a connected publisher a moment to send what is queued; the rest waits on disk."""
+        if self.publisher.connected:
+            deadline = time.monotonic() + 1.0
+            while self.outbox.depth() > 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
         self.sync.stop()
         self.publisher.stop(timeout=timeout)
+
+    def _stop_parts(self) -> None:
+        self._stop_inputs()
+        self._stop_network()
 
     def _publish_audit(self, topic: str, entry: dict) -> None:
         """Audit entries travel through the durable outbox like hits, so none is lost in an outage."""
@@ -238,9 +249,10 @@ class Daemon:
         finally:
             notify("STOPPING=1")
             log.info("stopping")
-            self._stop_parts()
+            self._stop_inputs()
             self.audit.record("stop", reason=stop_reason, uptime_s=round(time.monotonic() - self._started, 1),
                               outbox_depth=self.outbox.depth())
+            self._stop_network()
             self._write_status_safely()
             log.info("stopped; %d item(s) waiting in the outbox", self.outbox.depth())
             self.outbox.close()
