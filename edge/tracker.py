@@ -47,7 +47,7 @@ class TrackerConfig(Section):
         "the track then stays open but silent, so one vehicle still gives one passage."))
     min_frames: int = Field(3, ge=1, description=(
         "Observations a track needs before it yields a passage (shorter tracks are taken for false detections)."))
-    min_confidence: float = Field(0.1, ge=0, le=1, description=(
+    min_confidence: float = Field(0.25, ge=0, le=1, description=(
         "A track whose consensus stays below this confidence gives no passage when it closes (false detections "
         "such as signs or lettering on a van read as garbage); such a passage could never be matched anyway."))
     min_chars: int = Field(4, ge=1, description=(
@@ -345,8 +345,11 @@ class PassageTracker:
         c = t.consensus
         # early only for a text a known grammar accepts: a reader that drops a character does so
         # consistently, and "RJZ02" from four frames would otherwise go out as a confident passage
+        # and only when two reads said exactly this: real misreads are correlated (the same glyph read
+        # the same wrong way), so a vote stitched from different misreads can look surer than it is
         return (c is not None and len(t.reads) >= max(self.cfg.early_reads, self.cfg.min_frames)
-                and c.confidence >= self.cfg.confident_at and c.valid)
+                and c.confidence >= self.cfg.confident_at and c.valid
+                and sum(r.text == c.text for r, _ in t.reads) >= 2)
 
     def _direction(self, t: _Track) -> Direction:
         """Approaching when the plate grows, receding when it shrinks (least-squares fit of log width).
@@ -383,7 +386,7 @@ class PassageTracker:
         if any(o is not t and o.emitted and o.consensus is not None and o.consensus.text == c.text
                for o in self._tracks):
             return None  # a split of a track whose passage is already out
-        if t.replaces and edit_distance(t.replaces, c.text) <= self.cfg.text_match_distance:
+        if t.replaces and edit_distance(t.replaces, c.text) <= 1:
             return None  # the contradicting read was a misread: still the vehicle already reported
         return self._passage(t, c)
 

@@ -28,6 +28,7 @@ _Q_MIN, _Q_MAX = 0.05, 0.98  # a recognizer is never certain; caps keep one read
 _MAX_EVIDENCE = 8.0  # total read weight beyond which weights are scaled down (many garbage reads prove nothing)
 _OTHER_LENGTH_FLOOR = 1e-3  # a valid text of another length may beat an invalid one this much more likely
 _ALIGNED_WEIGHT = 0.7  # evidence of a read with a dropped or doubled character counts this much
+_CONFUSABLE = 12.0  # a misread lands on one of about this many characters, not on any of 35
 _LEN_RIGHT = 0.8  # a reader's chance to get the number of characters right, before its confidence counts
 _LOOKALIKE_SHARE = 0.5  # share of a read's doubt that goes to look-alikes of the character it read
 _LOOKALIKE = {c: "".join(g.replace(c, "") for g in grammar.LOOKALIKE_GROUPS if c in g)
@@ -116,7 +117,7 @@ def _position_posteriors(evidence: Evidence, length: int) -> list[dict[str, floa
     logl: list[dict[str, float]] = [defaultdict(float) for _ in range(length)]
     base = [0.0] * length  # log-likelihood of a character no read proposed at that position
     for i, ch, q, w in evidence:
-        miss = w * math.log((1 - q) / (_K - 1))
+        miss = w * math.log((1 - q) / _CONFUSABLE)
         hit = w * math.log(q)
         # every character starts at `base`; the proposed one gets hit instead of miss
         base[i] += miss
@@ -151,15 +152,19 @@ def _text_prob(text: str, posts: list[dict[str, float]]) -> tuple[float, tuple[f
 
 
 def _nl_conditional(text: str, posts: list[dict[str, float]]) -> tuple[float, tuple[float, ...]]:
-    """Posteriors given that the plate has this Dutch sidecode: characters the sidecode forbids at a
-    position carry no weight there (an 'O' read where only a 'D' or '0' can be)."""
+    """Posteriors under the Dutch grammar: per position given this text's sidecode (a character the
+    sidecode forbids there carries no weight: an 'O' where only 'D' or '0' can be), and the whole
+    text's probability times how likely the reads make this sidecode among all fourteen."""
+    def fit(sc: int) -> tuple[float, list[float]]:
+        zs = [sum(post.get(a, post[""]) for a in grammar.nl_allowed(sc, i)) for i, post in enumerate(posts)]
+        return math.prod(zs), zs
+
     sc = grammar.nl_sidecode(text)
-    chars = []
-    for i, (ch, post) in enumerate(zip(text, posts)):
-        allowed = grammar.nl_allowed(sc, i)
-        z = sum(post.get(a, post[""]) for a in allowed)
-        chars.append(post.get(ch, post[""]) / z if z > 0 else 0.0)
-    return math.prod(chars), tuple(chars)
+    total = sum(fit(s)[0] for s in grammar.NL_SIDECODES)
+    z_sc, zs = fit(sc)
+    chars = tuple(post.get(ch, post[""]) / z if z > 0 else 0.0 for ch, post, z in zip(text, posts, zs))
+    share = z_sc / total if total > 0 else 0.0
+    return math.prod(chars) * share, chars
 
 
 def _country(reads: Sequence[tuple[PlateRead, float]], text: str) -> str:
@@ -189,7 +194,8 @@ def vote(reads: Sequence[PlateRead], weights: Sequence[float] | None = None, *,
     total = 1.0
     lengths = sorted(by_len, key=lambda n: -by_len[n])
 
-    candidates: list[tuple[str, float, tuple[float, ...], str, bool]] = []  # text, prob, chars, country, valid
+    # text, joint probability, char confidences, country, valid, probability under the Dutch grammar
+    candidates: list[tuple[str, float, tuple[float, ...], str, bool, float | None]] = []
     for length in lengths[:2]:
         same = [(r, w) for r, w in pairs if len(r.text) == length]
         evidence = _evidence(same)
@@ -212,20 +218,21 @@ def vote(reads: Sequence[PlateRead], weights: Sequence[float] | None = None, *,
         for text, _ in ranked:
             ok = is_valid(text, country)
             prob, chars = _text_prob(text, posts)  # ranking uses the plain joint probability
+            nl_prob = None
             if ok and country == "NL":
-                chars = _nl_conditional(text, posts)[1]  # reported: given the sidecode of this text
-            candidates.append((text, prob * p_len, chars, country, ok))
+                nl_prob, chars = _nl_conditional(text, posts)  # reported: under the Dutch grammar
+            candidates.append((text, prob * p_len, chars, country, ok, nl_prob))
 
     candidates.sort(key=lambda c: -c[1])
     top = candidates[0]
     # a valid plate wins; of another length than the most probable text only if not far less likely
     valid = [c for c in candidates if c[4] and (len(c[0]) == len(top[0]) or c[1] >= _OTHER_LENGTH_FLOOR * top[1])]
     best = valid[0] if valid else top
-    text, _, chars, country, ok = best
+    text, _, chars, country, ok, nl_prob = best
     # a valid Dutch plate has six characters whatever the reads' lengths said: the grammar fixes it
-    prob = math.prod(chars) * (1.0 if ok and country == "NL" else by_len[len(text)] / total)
+    prob = nl_prob if nl_prob is not None else math.prod(chars) * by_len[len(text)] / total
     alts = []
-    for t, p, _, _, _ in sorted(candidates, key=lambda c: (not c[4], -c[1])):  # valid plates first
+    for t, p, *_ in sorted(candidates, key=lambda c: (not c[4], -c[1])):  # valid plates first
         if t != text and p >= 1e-4 and all(t != a for a, _ in alts):
             alts.append((t, round(p, 6)))
         if len(alts) >= max_alternatives:
