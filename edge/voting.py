@@ -151,19 +151,30 @@ def _text_prob(text: str, posts: list[dict[str, float]]) -> tuple[float, tuple[f
     return math.prod(chars), chars
 
 
-def _nl_conditional(text: str, posts: list[dict[str, float]]) -> tuple[float, tuple[float, ...]]:
+def _sidecode_fit(posts: list[dict[str, float]]) -> dict[int, list[float]]:
+    """Per Dutch sidecode: the probability mass each position puts on the characters it allows."""
+    if len(posts) != 6:
+        return {}
+    memo: dict[tuple[int, str], float] = {}  # sidecodes share a few character sets: sum each once
+
+    def mass(i: int, allowed: str) -> float:
+        if (i, allowed) not in memo:
+            post = posts[i]
+            memo[i, allowed] = sum(post.get(a, post[""]) for a in allowed)
+        return memo[i, allowed]
+
+    return {sc: [mass(i, grammar.nl_allowed(sc, i)) for i in range(6)] for sc in grammar.NL_SIDECODES}
+
+
+def _nl_conditional(text: str, posts: list[dict[str, float]],
+                    fits: dict[int, list[float]]) -> tuple[float, tuple[float, ...]]:
     """Posteriors under the Dutch grammar: per position given this text's sidecode (a character the
     sidecode forbids there carries no weight: an 'O' where only 'D' or '0' can be), and the whole
     text's probability times how likely the reads make this sidecode among all fourteen."""
-    def fit(sc: int) -> tuple[float, list[float]]:
-        zs = [sum(post.get(a, post[""]) for a in grammar.nl_allowed(sc, i)) for i, post in enumerate(posts)]
-        return math.prod(zs), zs
-
-    sc = grammar.nl_sidecode(text)
-    total = sum(fit(s)[0] for s in grammar.NL_SIDECODES)
-    z_sc, zs = fit(sc)
+    zs = fits[grammar.nl_sidecode(text)]
+    total = sum(math.prod(f) for f in fits.values())
     chars = tuple(post.get(ch, post[""]) / z if z > 0 else 0.0 for ch, post, z in zip(text, posts, zs))
-    share = z_sc / total if total > 0 else 0.0
+    share = math.prod(zs) / total if total > 0 else 0.0
     return math.prod(chars) * share, chars
 
 
@@ -215,12 +226,13 @@ def vote(reads: Sequence[PlateRead], weights: Sequence[float] | None = None, *,
             if len(alt) == length and alt not in seen:
                 ranked.append((alt, _text_prob(alt, posts)[0]))
                 seen.add(alt)
+        fits = _sidecode_fit(posts) if country == "NL" else {}
         for text, _ in ranked:
             ok = is_valid(text, country)
             prob, chars = _text_prob(text, posts)  # ranking uses the plain joint probability
             nl_prob = None
             if ok and country == "NL":
-                nl_prob, chars = _nl_conditional(text, posts)  # reported: under the Dutch grammar
+                nl_prob, chars = _nl_conditional(text, posts, fits)  # reported: under the Dutch grammar
             candidates.append((text, prob * p_len, chars, country, ok, nl_prob))
 
     candidates.sort(key=lambda c: -c[1])
