@@ -58,7 +58,7 @@ class TrackerConfig(Section):
     max_match_distance: float = Field(1.0, gt=0, description=(
         "Largest distance, in plate widths, between a track's predicted position and a detection that can "
         "continue it (grows with frames missed in a row)."))
-    max_size_change: float = Field(1.5, gt=1, description=(
+    max_size_change: float = Field(1.7, gt=1, description=(
         "Largest ratio between a detection's width and the track's predicted or last width for them to be the "
         "same plate (grows with frames missed in a row)."))
     reread_every: int = Field(10, ge=1, description=(
@@ -99,6 +99,30 @@ def edit_distance(a: str, b: str) -> int:
             cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
         prev = cur
     return prev[-1]
+
+
+def _overlap_of_smaller(a, b) -> float:
+    """Intersection area over the smaller box's area (1.0 when one box lies inside the other)."""
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return iw * ih / max(smaller, 1e-9)
+
+
+def _one_per_plate(observations: list[Observation]) -> list[Observation]:
+    """Drop detections nested in another one of the same frame (a loose and a tight box of one plate,
+    which IoU-based suppression keeps): two tracks would follow one plate and give two passages.
+    The observation with the more confident read (then the higher detector score) stays."""
+    def rank(o: Observation) -> tuple[float, float]:
+        return (o.read.confidence if o.read is not None and o.read.text else -1.0, o.detection.score)
+
+    kept: list[Observation] = []
+    for o in sorted(observations, key=rank, reverse=True):
+        if all(_overlap_of_smaller(o.detection.box, k.detection.box) < 0.7 for k in kept):
+            kept.append(o)
+    return kept
 
 
 @dataclass
@@ -211,6 +235,7 @@ class PassageTracker:
         """Add one processed frame's observations; returns the passages that this frame closed or made confident."""
         self._now_ms = frame.mono_ms
         out: list[Passage] = []
+        observations = _one_per_plate(observations)
         pairs = []
         vetoed: dict[int, tuple[float, int]] = {}  # observation -> (position cost, silent track it contradicts)
         for oi, obs in enumerate(observations):

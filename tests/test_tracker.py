@@ -238,3 +238,22 @@ def test_rendered_scene_geometry_one_passage_per_vehicle(shared_data):
     assert total.one_passage == total.vehicles and total.duplicates == 0 and total.spurious == 0
     assert total.correct >= 0.99 * total.passages, f"{total.correct}/{total.passages} read correctly"
     assert total.direction_ok >= 0.9 * total.passages
+
+
+def test_a_loose_and_a_tight_box_of_one_plate_give_one_passage():
+    """Detectors sometimes return a nested second box for the same plate (IoU-NMS keeps it)."""
+    rng = np.random.default_rng(8)
+    text = random_nl_plate(rng)
+    tracker = PassageTracker(TrackerConfig())
+    out = []
+    for i in range(20):
+        fr = frame_at(i, 10)
+        tight = detection(200 + 10 * i, 300, 90)
+        loose = detection(200 + 10 * i + 3, 302, 120)
+        obs = []
+        for det in (tight, loose) if i % 2 else (loose, tight):
+            read = noisy_read(rng, text, Noise()) if tracker.wants_read(det, fr) else None
+            obs.append(Observation(detection=det, read=read, frame_index=i, mono_ms=fr.mono_ms, utc=fr.utc))
+        out += tracker.update(fr, obs)
+    out += tracker.flush()
+    assert [p.text for p in out] == [text]
