@@ -82,6 +82,9 @@ class TrackerConfig(Section):
         "height, approaching plates move down), and a plate that neither grows nor moves is 'unknown' (parked)."))
 
 
+_VETO_CHAR_CONFIDENCE = 0.6  # a garbage read of a small or blurred plate must not end a track
+
+
 def _center(box) -> tuple[float, float]:
     return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
 
@@ -209,7 +212,8 @@ class PassageTracker:
         # fairly sure: two reads said exactly this (garbage reads of a far plate rarely agree)
         sure = t.emitted or (t.consensus.confidence >= 0.9
                              and sum(r.text == t.consensus.text for r, _ in t.reads) >= 2)
-        if sure and d > self.cfg.text_match_distance:
+        per_char = max(read.confidence, 0.0) ** (1 / len(read.text))  # long plates have lower whole-plate scores
+        if sure and d > self.cfg.text_match_distance and per_char >= _VETO_CHAR_CONFIDENCE:
             return None
         return 0.3 * min(d, 3)
 
