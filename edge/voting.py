@@ -27,6 +27,9 @@ _K = len(ALPHABET)
 _Q_MIN, _Q_MAX = 0.05, 0.98  # a recognizer is never certain; caps keep one read from outvoting many
 _MAX_EVIDENCE = 8.0  # total read weight beyond which weights are scaled down (many garbage reads prove nothing)
 _OTHER_LENGTH_FLOOR = 1e-3  # a valid text of another length may beat an invalid one this much more likely
+# ... and of the same length this much: enough for a look-alike every read got wrong (Z for 2), not for
+# a foreign plate read confidently many times that two unsure reads happen to make look Dutch
+_SAME_LENGTH_FLOOR = 1e-6
 _ALIGNED_WEIGHT = 0.7  # evidence of a read with a dropped or doubled character counts this much
 _CONFUSABLE = 12.0  # a misread lands on one of about this many characters, not on any of 35
 _LEN_RIGHT = 0.8  # a reader's chance to get the number of characters right, before its confidence counts
@@ -238,7 +241,8 @@ def vote(reads: Sequence[PlateRead], weights: Sequence[float] | None = None, *,
     candidates.sort(key=lambda c: -c[1])
     top = candidates[0]
     # a valid plate wins; of another length than the most probable text only if not far less likely
-    valid = [c for c in candidates if c[4] and (len(c[0]) == len(top[0]) or c[1] >= _OTHER_LENGTH_FLOOR * top[1])]
+    valid = [c for c in candidates
+             if c[4] and c[1] >= (_SAME_LENGTH_FLOOR if len(c[0]) == len(top[0]) else _OTHER_LENGTH_FLOOR) * top[1]]
     best = valid[0] if valid else top
     text, _, chars, country, ok, nl_prob = best
     # a valid Dutch plate has six characters whatever the reads' lengths said: the grammar fixes it

@@ -90,3 +90,11 @@ def test_nothing_readable_and_bad_input():
     with pytest.raises(ValueError) as e:
         vote([_read("HXNB23", 0.9)], weights=[1.0, 2.0])
     assert "HXNB23" not in str(e.value)  # no plate text in error messages
+
+
+def test_a_confidently_read_foreign_plate_is_not_made_dutch_by_two_unsure_reads():
+    sure = _read("MSF956", (0.99,) * 6)
+    unsure = PlateRead(text="MSF95G", formatted="MSF-95-G", country="NL", confidence=0.02,
+                       char_confidences=(1.0,) * 5 + (0.02,))
+    c = vote([sure] * 8 + [unsure] * 2)
+    assert c.text == "MSF956"
