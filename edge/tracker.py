@@ -155,7 +155,8 @@ class _Track:
         """Centre x, y and plate width expected at mono_ms (constant velocity and growth)."""
         dt = min(max(mono_ms - self.last_ms, 0.0), 1000.0)  # never extrapolate far (gated or stopped)
         cx, cy = _center(self.box)
-        return cx + self.velocity[0] * dt, cy + self.velocity[1] * dt, _width(self.box) * math.exp(self.growth * dt)
+        grow = math.exp(max(-0.7, min(0.7, self.growth * dt)))  # at most double or halve
+        return cx + self.velocity[0] * dt, cy + self.velocity[1] * dt, _width(self.box) * grow
 
 
 class PassageTracker:
@@ -189,10 +190,10 @@ class PassageTracker:
         w_l = _width(t.box)
         # detector boxes jitter by 10-20%: the width may match the prediction or the last width
         ratio = min(max(w_p, w_d) / min(w_p, w_d), max(w_l, w_d) / min(w_l, w_d))
-        w_t = max(w_p, w_l)
         if ratio > self.cfg.max_size_change ** (1 + 0.5 * min(t.misses, 4)):
             return None
-        dist = math.hypot(cx - px, cy - py) / max(w_t, w_d)
+        # distance in widths of what was actually seen: an extrapolated width must not widen the gate
+        dist = math.hypot(cx - px, cy - py) / max(w_l, w_d)
         gate = self.cfg.max_match_distance * (1 + 0.25 * min(t.misses, 4))  # at most twice as wide
         if dist > gate:
             return None
