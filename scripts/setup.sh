@@ -11,6 +11,10 @@ SUDO=""
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+# Fonts for the synthetic plate renderer (tests render plates and videos; same fonts everywhere)
+for pkg in fonts-dejavu fonts-liberation fonts-roboto fonts-open-sans fonts-urw-base35; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+done
 if [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update
