@@ -8,17 +8,20 @@ is hidden and comes back), and a closed track's text is remembered for `rejoin_s
 vehicle re-appearing does not give a second passage.
 
 When passages are emitted (the decision the matcher relies on):
-- early, as soon as a track has `min_frames` reads and its consensus confidence reaches
-  `confident_at` (`emit_early`): an intercept is urgent. The track then stays open but silent until
+- early, as soon as a track has `early_reads` reads, at least two of them say exactly its consensus,
+  the consensus is a valid plate of a known grammar and its confidence reaches `confident_at`
+  (`emit_early`): an intercept is urgent. The track then stays open but silent until
   the plate is gone, so a car parked in view for hours gives exactly one passage. A silent track is
   re-read only every `reread_every` of its frames (the pipeline skips the recognizer otherwise),
-  and a confident re-read that contradicts its text splits off a new track (another vehicle);
+  and a confident re-read that contradicts its text ends it and starts a new track (the next vehicle
+  at that spot; if that track votes to the same text, it stays silent);
 - otherwise when the track has been gone for `close_after_s`, or at `flush()` (end of a replay),
   provided it has at least `min_frames` observations and its consensus reaches `min_confidence`
   and `min_chars`.
 
 Call `update` for every frame the pipeline processes, with an empty list when the detector ran and
-found nothing. Plate texts live only in memory here; nothing is logged.
+found nothing. When `settled` is True (every open track silent) and nothing moved, the pipeline may
+skip detection and `update` for that frame. Plate texts live only in memory here; nothing is logged.
 """
 
 from __future__ import annotations
