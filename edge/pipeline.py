@@ -25,7 +25,8 @@ class Recognizer(Protocol):
 
 
 class Tracker(Protocol):
-    active: int
+    active: int  # open tracks
+    settled: bool  # every open track has already given its passage
 
     def wants_read(self, detection: Detection, frame: Frame) -> bool: ...
     def update(self, frame: Frame, observations: list[Observation]) -> list[Passage]: ...
@@ -88,11 +89,12 @@ class Pipeline:
         t0 = time.perf_counter()
         self.stats.frames += 1
         moved = self.motion.changed(frame) if self.motion is not None else True
-        observations: list[Observation] = []
-        if moved or self.tracker.active > 0:
-            observations = self._observe(frame)
-        else:
+        if not moved and (self.tracker.active == 0 or self.tracker.settled):
+            # Nothing moved and nothing is waiting for a read (e.g. a parked car already reported):
+            # skip detection; the motion gate still lets a frame through every max_idle_s.
             self.stats.skipped_detection += 1
+            return []
+        observations = self._observe(frame)
         t1 = time.perf_counter()
         passages = self.tracker.update(frame, observations)
         t2 = time.perf_counter()
