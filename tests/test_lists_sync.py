@@ -53,6 +53,7 @@ def test_urgent_addition_is_matchable_within_2_s(setup, capsys):
     version = fleet.central.load().version
     store, sync = start()
     assert wait_for(lambda: store.version == version), store.status()  # the retained snapshot arrived
+    assert wait_for(lambda: not sync.snapshot_subscribed)  # and the unit stopped listening for snapshots
     matcher = ListMatcher(store, ["stolen"])
     assert matcher.match("ZZ999Z", [], "NL", FRIDAY_NOON) == []
     write_csv(tmp / "urgent.csv", ["ZZ-999-Z,stolen,URGENT,"])
@@ -133,6 +134,7 @@ def test_many_delta_changes_are_folded_in_by_the_retained_snapshot(setup, capsys
     assert cli("build", "--lists", tmp / "lists.yaml", "--csv", tmp / "plates.csv") == 0
     store, sync = start()
     assert wait_for(lambda: store.version == fleet.central.load().version)
+    assert wait_for(lambda: not sync.snapshot_subscribed)
     write_csv(tmp / "a.csv", ["AA-11-AA,stolen,R,"])
     assert cli("delta", "--add", tmp / "a.csv") == 0
     assert wait_for(lambda: store.seq == 1)

@@ -66,6 +66,7 @@ class ListSync:
         self._queue: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=256)
         self._pending: list[bytes] = []
         self._want_snapshot = True
+        self.snapshot_subscribed = False  # True from SUBSCRIBE until the broker confirms UNSUBSCRIBE
         self._stop = threading.Event()
         self._client: mqtt.Client | None = None
         self._worker: threading.Thread | None = None
@@ -102,6 +103,7 @@ class ListSync:
         self._want_snapshot = True
         self.stats.snapshot_requests += 1
         if self._client is not None and self.stats.connected:
+            self.snapshot_subscribed = True
             self._client.subscribe(self.snapshot_topic, qos=1)
 
     # --- paho callbacks (network thread) ----------------------------------------------------
@@ -122,6 +124,7 @@ class ListSync:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_unsubscribe = self._on_unsubscribe
         return c
 
     def _on_connect(self, client, userdata, flags, reason, properties) -> None:
@@ -135,6 +138,7 @@ class ListSync:
         if not getattr(flags, "session_present", False):
             self._want_snapshot = True  # a new session: deltas may have been missed while it did not exist
         if self._want_snapshot or self.store.index is None:
+            self.snapshot_subscribed = True
             client.subscribe(self.snapshot_topic, qos=1)
         log.info("list sync connected; topics %s, %s", self.delta_topic, self.snapshot_topic)
 
@@ -142,6 +146,10 @@ class ListSync:
         if self.stats.connected and not self._stop.is_set():
             log.warning("list sync disconnected (%s); reconnecting", reason)
         self.stats.connected = False
+
+    def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        if not self._want_snapshot:
+            self.snapshot_subscribed = False
 
     def _on_message(self, client, userdata, msg) -> None:
         self.stats.received += 1
