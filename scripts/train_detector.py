@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", type=Path, default=ROOT / "runs" / "detector", help="checkpoint folder")
     ap.add_argument("--cache", type=Path, default=ROOT / "work_data" / "detector", help="resized-image cache folder")
-    ap.add_argument("--steps", type=int, default=4500)
+    ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--size", type=int, default=320, help="training crop side")
     ap.add_argument("--lr", type=float, default=2e-3)
