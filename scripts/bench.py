@@ -120,6 +120,10 @@ class _TimedTracker:
     def active(self) -> int:
         return self._inner.active
 
+    @property
+    def settled(self) -> bool:
+        return self._inner.settled
+
     def wants_read(self, detection, frame) -> bool:
         return self._inner.wants_read(detection, frame)
 
