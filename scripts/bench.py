@@ -568,15 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     data = {"machine": info, "header": header, "results": results, "runs": all_runs,
             "utc": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(md)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(data, indent=1) + "\n")
-    if args.update_doc:
-        from evaluate import update_doc
-        update_doc(args.update_doc, "bench.py", md)
+    from evaluate import write_outputs
+    write_outputs(args, "bench.py", md, data)
     return 0
 
 

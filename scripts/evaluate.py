@@ -484,6 +484,18 @@ def build_report(results: list[SetResult], videos: list[dict], worst: int, heade
     return "\n".join(md) + "\n", data
 
 
+def write_outputs(args, script: str, md: str, data: dict) -> None:
+    """--markdown, --json and --update-doc outputs, shared by evaluate.py and bench.py."""
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(md)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(data, indent=1) + "\n")
+    if args.update_doc:
+        update_doc(args.update_doc, script, md)
+
+
 def update_doc(doc: Path, tag: str, body: str) -> None:
     """Replace the text between <!-- BEGIN tag --> and <!-- END tag --> in doc (both markers must exist)."""
     text = doc.read_text()
@@ -574,14 +586,7 @@ def main(argv: list[str] | None = None) -> int:
               "command": "scripts/evaluate.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     md, data = build_report(results, videos, args.worst, header)
     print(md)
-    if args.markdown:
-        args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text(md)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(data, indent=1) + "\n")
-    if args.update_doc:
-        update_doc(args.update_doc, "evaluate.py", md)
+    write_outputs(args, "evaluate.py", md, data)
     return 0
 
 
