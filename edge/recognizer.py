@@ -108,6 +108,9 @@ class _Decoded:
     gap_risk: float  # highest non-blank probability between emitted characters (a missed character)
 
 
+_OTHER_LAYOUT_FACTOR = 0.9  # prior for the layout the crop's aspect ratio does not suggest
+
+
 def _layout_score(read: PlateRead) -> float:
     """How well a layout hypothesis explains the crop: the geometric mean of its character
     confidences (a product would favour short garbage reads), halved for reads under 4 characters."""
@@ -184,9 +187,10 @@ class PlateRecognizer:
         if not isinstance(crop, np.ndarray) or crop.ndim not in (2, 3) or crop.size == 0:
             raise ValueError("read_crop: crop must be a non-empty H x W (x 3) uint8 array")
         best, best_score = None, -1.0
-        for two_row in self.layouts(crop, rectified):
+        for i, two_row in enumerate(self.layouts(crop, rectified)):
             r = self._decode_read(self.probabilities(crop, two_row))
-            score = _layout_score(r)
+            # the shape's own layout comes first; the other must be clearly more confident to win
+            score = _layout_score(r) * (1.0 if i == 0 else _OTHER_LAYOUT_FACTOR)
             if best is None or score > best_score:
                 best, best_score = r, score
         assert best is not None
