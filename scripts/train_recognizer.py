@@ -107,9 +107,11 @@ def encode(text: str) -> list[int]:
     return [CHARSET.index(c) + 1 for c in text]  # blank is class 0
 
 
-def synth_sample(rng: np.random.Generator, nl_share: float = 0.5, emblem_p: float = 0.0) -> tuple[np.ndarray, str]:
+def synth_sample(rng: np.random.Generator, nl_share: float = 0.5, emblem_p: float = 0.0,
+                 furniture_p: float = 0.0) -> tuple[np.ndarray, str]:
     country = "NL" if rng.random() < nl_share else str(rng.choice(SYNTH_COUNTRIES[1:]))
-    plate = render_plate(rng, country, scale=float(rng.uniform(0.4, 0.65)), emblem_p=emblem_p)
+    plate = render_plate(rng, country, scale=float(rng.uniform(0.4, 0.65)), emblem_p=emblem_p,
+                         furniture_p=furniture_p)
     crop = degrade(rng, plate.image, plate.corners, strength=float(rng.uniform(0.3, 1.2))).image
     return line_image(crop, HEIGHT, WIDTH, plate.layout == "two_row"), plate.text
 
@@ -127,14 +129,15 @@ def real_sample(rng: np.random.Generator, real: list) -> tuple[np.ndarray, str]:
     return line_image(crop, HEIGHT, WIDTH, layout == "two_row"), text
 
 
-def make_batch(seed: int, step: int, batch: int, real: list, real_share: float, emblem_p: float = 0.0):
+def make_batch(seed: int, step: int, batch: int, real: list, real_share: float, emblem_p: float = 0.0,
+               furniture_p: float = 0.0):
     rng = np.random.default_rng([seed, step])
     imgs, labels = [], []
     for _ in range(batch):
         if real and rng.random() < real_share:
             im, t = real_sample(rng, real)
         else:
-            im, t = synth_sample(rng, emblem_p=emblem_p)
+            im, t = synth_sample(rng, emblem_p=emblem_p, furniture_p=furniture_p)
         if rng.random() < 0.08:
             im = 255 - im  # some plates are light on dark; make sure both polarities are seen
         imgs.append(im)
@@ -146,9 +149,10 @@ def make_batch(seed: int, step: int, batch: int, real: list, real_share: float, 
 class BatchStream(torch.utils.data.IterableDataset):
     """Batches start_step, start_step+1, ... drawn deterministically from (seed, step)."""
 
-    def __init__(self, seed: int, start: int, stop: int, batch: int, real_share: float, emblem_p: float):
+    def __init__(self, seed: int, start: int, stop: int, batch: int, real_share: float, emblem_p: float,
+                 furniture_p: float = 0.0):
         self.seed, self.start, self.stop, self.batch, self.real_share = seed, start, stop, batch, real_share
-        self.emblem_p = emblem_p
+        self.emblem_p, self.furniture_p = emblem_p, furniture_p
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -156,7 +160,7 @@ class BatchStream(torch.utils.data.IterableDataset):
         cv2.setNumThreads(1)
         real = load_real("train")
         for step in range(self.start + k, self.stop, n):
-            x, labels = make_batch(self.seed, step, self.batch, real, self.real_share, self.emblem_p)
+            x, labels = make_batch(self.seed, step, self.batch, real, self.real_share, self.emblem_p, self.furniture_p)
             yield step, x, labels
 
 
@@ -240,6 +244,8 @@ def main(argv=None) -> int:
     ap.add_argument("--stop-at", type=int, default=None,
                     help="stop (with a checkpoint) after this step, keeping the schedule of --steps")
     ap.add_argument("--emblem-p", type=float, default=0.0, help="share of foreign plates with a crest/seal/sticker")
+    ap.add_argument("--furniture-p", type=float, default=0.0,
+                    help="share of AT/CH/IT/DE/NO plates with their own printed crests, province box, seals or flag")
     ap.add_argument("--init", type=Path, default=None,
                     help="start from this checkpoint's weights (new optimiser and schedule): a fine-tuning stage")
     args = ap.parse_args(argv)
@@ -275,7 +281,7 @@ def main(argv=None) -> int:
     hx, htexts = holdout()
     ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True)
     stop = min(args.steps, args.stop_at or args.steps)
-    stream = BatchStream(args.seed, step, stop, args.batch, args.real_share, args.emblem_p)
+    stream = BatchStream(args.seed, step, stop, args.batch, args.real_share, args.emblem_p, args.furniture_p)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=args.workers,
                                          prefetch_factor=4 if args.workers else None,
                                          multiprocessing_context="spawn" if args.workers else None)

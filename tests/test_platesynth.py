@@ -56,3 +56,17 @@ def test_degrade_gives_small_crops_with_corners():
         degrade(rng, p.image, mode="nope")
     with pytest.raises(ValueError, match="BGR"):
         degrade(rng, p.image[..., 0])
+
+
+@pytest.mark.parametrize("country", ["AT", "CH", "IT", "DE", "NO"])
+def test_country_furniture_is_drawn_but_never_part_of_the_label(country):
+    """Crests, the IT province box, DE seals and the NO flag are printed beside the characters;
+    the label stays the plate text, and the furnished plate differs from the plain one."""
+    for layout in ("one_row", "two_row"):
+        plain = render_plate(np.random.default_rng(3), country, layout=layout, scale=0.5)
+        furnished = render_plate(np.random.default_rng(3), country, layout=layout, scale=0.5, furniture_p=1.0)
+        assert furnished.text == plain.text and furnished.rows == plain.rows
+        assert furnished.text == normalise("".join(furnished.rows)) and furnished.text.isalnum()
+        if country in ("AT", "CH", "NO") or layout == "two_row":
+            assert furnished.image.shape != plain.image.shape or np.abs(
+                furnished.image.astype(int) - plain.image.astype(int)).mean() > 1.0

@@ -208,6 +208,116 @@ def _emblem(rng: np.random.Generator, canvas: np.ndarray, x0: int, x1: int, cy: 
                       max(int(r * 0.1), 1))
 
 
+def _shield_pts(cx: float, cy: float, r: float) -> np.ndarray:
+    return np.array([[cx - r * 0.8, cy - r], [cx + r * 0.8, cy - r], [cx + r * 0.8, cy + r * 0.25],
+                     [cx, cy + r * 1.05], [cx - r * 0.8, cy + r * 0.25]])
+
+
+def _crest(rng: np.random.Generator, canvas: np.ndarray, x0: int, x1: int, cy: float, size: float, kind: str) -> None:
+    """The furniture a country prints next to the characters (never part of the text).
+
+    kind: "at" state coat of arms (shield, often red-white-red, with a figure), "ch" the Swiss
+    shield, "canton" a cantonal shield, "it" the province box (yellow circle over a small
+    province code), "de" the two round seals stacked (registration seal over the inspection sticker).
+    """
+    w = max(x1 - x0, 2)
+    cx = (x0 + x1) / 2
+    r = min(w * 0.5, size * 0.5)
+    dark = (30, 30, 30)
+    red, white = (200, 25, 35), (240, 240, 240)
+    colours = [red, white, (30, 120, 50), (245, 200, 20), (20, 20, 20), (30, 70, 160)]
+    if kind == "it":
+        bw, bh = r * 1.4, size * 1.0
+        cv2.rectangle(canvas, (int(cx - bw / 2), int(cy - bh / 2)), (int(cx + bw / 2), int(cy + bh / 2)), EU_BLUE, -1)
+        cv2.circle(canvas, (int(cx), int(cy - bh * 0.2)), max(int(bw * 0.3), 1), STAR_YELLOW, max(int(bw * 0.08), 1),
+                   cv2.LINE_AA)
+        code = "".join(rng.choice(list("ABCDEFGHIKLMNOPRSTUVZ"), 2))
+        m, _ = _row_mask(rng, code, FONTS[int(rng.integers(len(FONTS)))], 0.05)
+        ch = max(int(bh * 0.3), 1)
+        cw = max(int(min(m.shape[1] * ch / m.shape[0], bw * 0.9)), 1)
+        _paint(canvas, cv2.resize(m, (cw, ch), interpolation=cv2.INTER_AREA), int(cx - cw / 2), int(cy + bh * 0.12),
+               (240, 240, 240))
+        return
+    if kind == "de":
+        rr = max(int(r * 0.55), 1)
+        for dy in (-0.3, 0.3):
+            cv2.circle(canvas, (int(cx), int(cy + dy * size)), rr, tuple(int(v) for v in rng.integers(60, 230, 3)), -1,
+                       cv2.LINE_AA)
+            cv2.circle(canvas, (int(cx), int(cy + dy * size)), max(int(rr * 0.6), 1),
+                       tuple(int(v) for v in rng.integers(0, 256, 3)), max(int(rr * 0.15), 1), cv2.LINE_AA)
+        return
+    pts = _shield_pts(cx, cy, r)
+    ipts = np.round(pts * 4).astype(np.int32)
+    if kind == "ch":
+        cv2.fillPoly(canvas, [ipts], red, cv2.LINE_AA, shift=2)
+        a, b = r * 0.45, r * 0.14
+        cv2.rectangle(canvas, (int(cx - b), int(cy - a)), (int(cx + b), int(cy + a)), white, -1)
+        cv2.rectangle(canvas, (int(cx - a), int(cy - b)), (int(cx + a), int(cy + b)), white, -1)
+    else:
+        k = int(rng.integers(4))
+        c1, c2 = (colours[i] for i in rng.choice(len(colours), 2, replace=False))
+        if kind == "at" and k == 0:  # red-white-red
+            c1, c2 = red, white
+        cv2.fillPoly(canvas, [ipts], c1, cv2.LINE_AA, shift=2)
+        mask = np.zeros(canvas.shape[:2], np.uint8)
+        cv2.fillPoly(mask, [ipts], 255, cv2.LINE_AA, shift=2)
+        part = np.zeros_like(mask)
+        if k in (0, 1):  # horizontal band
+            cv2.rectangle(part, (int(cx - r), int(cy - r * 0.3)), (int(cx + r), int(cy + r * 0.3)), 255, -1)
+        elif k == 2:  # vertical half
+            cv2.rectangle(part, (int(cx), int(cy - r * 1.1)), (int(cx + r), int(cy + r * 1.1)), 255, -1)
+        else:  # a figure (animal, eagle, tower: a blob with limbs)
+            for _ in range(int(rng.integers(3, 7))):
+                px, py = cx + rng.uniform(-0.4, 0.4) * r, cy + rng.uniform(-0.5, 0.5) * r
+                cv2.ellipse(part, (int(px), int(py)), (max(int(r * rng.uniform(0.1, 0.3)), 1),
+                            max(int(r * rng.uniform(0.05, 0.2)), 1)), float(rng.uniform(0, 180)), 0, 360, 255, -1)
+        sel = (part > 0) & (mask > 0)
+        canvas[sel] = c2
+        if rng.random() < 0.4:  # a crown or helmet on top
+            cv2.rectangle(canvas, (int(cx - r * 0.5), int(cy - r * 1.25)), (int(cx + r * 0.5), int(cy - r * 0.95)),
+                          (235, 190, 40), -1)
+    cv2.polylines(canvas, [ipts], True, dark, max(int(r * 0.08), 1), cv2.LINE_AA, shift=2)
+
+
+def _nor_flag(canvas: np.ndarray, cx: float, cy: float, w: float) -> None:
+    """Norway's flag at the top of the left strip (Norwegian plates carry it instead of the stars)."""
+    h = w * 0.73
+    x0, y0 = cx - w / 2, cy - h / 2
+    cv2.rectangle(canvas, (int(x0), int(y0)), (int(x0 + w), int(y0 + h)), (186, 12, 47), -1)
+    for t, col in ((0.25, (240, 240, 240)), (0.12, (0, 32, 91))):
+        cv2.rectangle(canvas, (int(x0 + w * (0.34 - t / 2)), int(y0)), (int(x0 + w * (0.34 + t / 2)), int(y0 + h)), col, -1)
+        cv2.rectangle(canvas, (int(x0), int(y0 + h * (0.5 - t * 0.7))), (int(x0 + w), int(y0 + h * (0.5 + t * 0.7))), col, -1)
+
+
+# furniture on the top row of two-row plates: (crest kind, "start" or "end" of the row)
+_FURNITURE = {
+    "AT": (("at", "end"),),
+    "CH": (("ch", "start"), ("canton", "end")),
+    "IT": (("it", "end"),),
+    "DE": (("de", "end"),),
+}
+
+
+def _furnish(row: str, country: str, layout: str) -> tuple[str, list[str]]:
+    """Add '#' room for the country's crests/seals/boxes to a plate's first row; returns the row and
+    the crest kinds in the order of their '#'. One-row plates: the AT crest at the first separator,
+    CH shields at both ends (DE seals are drawn by render_plate); two-row plates: on the top row."""
+    if layout == "one_row":
+        if country == "AT" and " " in row:
+            i = row.index(" ")
+            return row[:i] + " # " + row[i + 1:], ["at"]
+        if country == "CH":
+            return "# " + row + " #", ["ch", "canton"]
+        return row, []
+    kinds: list[str] = []
+    for kind, where in _FURNITURE.get(country, ()):
+        if where == "start":
+            row, kinds = "# " + row, [kind] + kinds
+        else:
+            row, kinds = row + " #", kinds + [kind]
+    return row, kinds
+
+
 def _with_emblem(rng: np.random.Generator, row: str, two_row_top: bool) -> str:
     """Put an emblem placeholder '#' at a separator, or at the end of a two-row plate's top row."""
     seps = [i for i, c in enumerate(row) if c in " -"]
@@ -250,12 +360,15 @@ def render_plate(
     scale: float = 1.0,
     font: str | None = None,
     emblem_p: float = 0.0,
+    furniture_p: float = 0.0,
 ) -> RenderedPlate:
     """A clean frontal plate; one row is 520 x 110 mm, two rows 340 x 210 mm (at `scale` px per mm).
 
     `country` is an ISO code of platesynth.COUNTRIES ("EU" = generic), random when None.
     Dutch plates get the replacement-plate duplicate digit now and then (not part of the text);
-    other plates get a crest, seal or sticker between groups with probability `emblem_p`.
+    other plates get a crest, seal or sticker between groups with probability `emblem_p`, and
+    AT/CH/IT/DE/NO plates their own printed furniture (crests, province box, seals, flag) with
+    probability `furniture_p`.
     """
     if text is None:
         text = random_nl_text(rng) if country and country.upper() == "NL" else random_text(rng, country)
@@ -295,10 +408,18 @@ def render_plate(
         cm = cv2.resize(code_mask, (max(int(cw), 1), max(int(ch), 1)), interpolation=cv2.INTER_AREA)
         _paint(canvas, cm, int(sw / 2 - cw / 2), int(H - ch - H * 0.1), (240, 240, 240))
         x_left = sw + 5 * unit
-    if style.right_strip:
+    if style.right_strip and not (text.country == "IT" and layout == "two_row"):  # IT two-row: province box
         sw = 44 * unit
         canvas[:, W - int(sw):] = style.right_strip
-        if rng.random() < 0.7:  # department number on French plates: printed, not part of the text
+        if text.country == "IT" and rng.random() < 0.8:  # year circle over the province code, not part of the text
+            cv2.circle(canvas, (int(W - sw / 2), int(H * 0.3)), max(int(sw * 0.28), 1), STAR_YELLOW,
+                       max(int(sw * 0.06), 1), cv2.LINE_AA)
+            pm, _ = _row_mask(rng, "".join(rng.choice(list("ABCDEFGHIKLMNOPRSTUVZ"), 2)), FONTS[0], 0.05)
+            ph = H * 0.22
+            pw = min(pm.shape[1] * ph / pm.shape[0], sw * 0.8)
+            pm = cv2.resize(pm, (max(int(pw), 1), max(int(ph), 1)), interpolation=cv2.INTER_AREA)
+            _paint(canvas, pm, int(W - sw / 2 - pw / 2), int(H * 0.66), (240, 240, 240))
+        elif text.country != "IT" and rng.random() < 0.7:  # French department number, not part of the text
             dm, _ = _row_mask(rng, f"{int(rng.integers(1, 96)):02d}", FONTS[0], 0.05)
             dh = H * 0.22
             dw = min(dm.shape[1] * dh / dm.shape[0], sw * 0.8)
@@ -317,9 +438,16 @@ def render_plate(
         centres = [H * rng.uniform(0.25, 0.3), H * rng.uniform(0.7, 0.75)]
     fg = tuple(int(np.clip(v + j, 0, 255)) for v, j in zip(style.fg, rng.integers(-10, 11, size=3)))
     emblem_row = -1
-    if emblem_p > 0 and text.country != "NL" and rng.random() < emblem_p:
+    furnished = furniture_p > 0 and rng.random() < furniture_p
+    if not furnished and emblem_p > 0 and text.country != "NL" and rng.random() < emblem_p:
         emblem_row = int(rng.integers(len(rows)))
+    if furnished and text.country == "NO" and style.strip:
+        _nor_flag(canvas, 22 * unit, H * 0.25, 30 * unit)
+    drawn: list[str] = []
     for ri, (row, cy) in enumerate(zip(rows, centres)):
+        kinds: list[str] = []
+        if furnished and ri == 0 and text.country in _FURNITURE:
+            row, kinds = _furnish(row, text.country, layout)
         if text.country == "DE":
             row = row.replace("-", "  ")  # seals sit where other countries print a dash
         if ri == emblem_row:
@@ -336,14 +464,18 @@ def render_plate(
         sx = mw / mask.shape[1]
         for ch_, a, b in spans:
             if ch_ == "#":
-                _emblem(rng, canvas, int(x + a * sx), int(x + b * sx), cy, mh)
+                if kinds:
+                    drawn.append(kinds[0])
+                    _crest(rng, canvas, int(x + a * sx), int(x + b * sx), cy, mh, kinds.pop(0))
+                else:
+                    _emblem(rng, canvas, int(x + a * sx), int(x + b * sx), cy, mh)
         if text.country == "NL" and layout == "one_row" and "-" in row and rng.random() < 0.15:
             _, a, b = next(sp for sp in spans if sp[0] == "-")
             dm, _ = _row_mask(rng, str(int(rng.integers(1, 4))), font, 0.05)
             dh = max(int(mh * 0.24), 2)
             dm = cv2.resize(dm, (max(int(dm.shape[1] * dh / dm.shape[0]), 1), dh), interpolation=cv2.INTER_AREA)
             _paint(canvas, dm, int(x + (a + b) / 2 * sx - dm.shape[1] / 2), int(y + mh * 0.02), fg)
-        if text.country == "DE" and rng.random() < 0.9:
+        if text.country == "DE" and "de" not in drawn and rng.random() < 0.9:
             gaps = [sp for sp in spans if sp[0] == " "][:2]
             if gaps:
                 _, a, b = gaps[0]
