@@ -79,6 +79,13 @@ class TrackerConfig(Section):
     max_reads: int = Field(40, ge=1, description=(
         "Reads kept per track for voting (the most confident ones); bounds memory for parked vehicles. A track "
         "read this often without getting confident is then re-read only every reread_every frames."))
+    static_read_weight: float = Field(0.3, gt=0, le=1, description=(
+        "Vote weight of a read of a plate that has not moved since the track's previous read (a parked or "
+        "queued vehicle): such frames are nearly the same image, so their reads are not independent evidence and "
+        "must not add up to a confident passage on their own."))
+    static_move: float = Field(0.03, ge=0, description=(
+        "Movement (of centre or width, as a share of the plate width) below which a plate counts as not moved "
+        "since the previous read."))
     direction_ratio: float = Field(1.06, gt=1, description=(
         "Plate width growth (or shrink) over the observed frames, from a least-squares fit, that marks a "
         "vehicle as approaching (or receding); below it the vertical motion decides (cameras hang above plate "
@@ -94,6 +101,13 @@ def _center(box) -> tuple[float, float]:
 
 def _width(box) -> float:
     return max(1.0, box[2] - box[0])
+
+
+def _moved(a, b) -> float:
+    """How far box b lies from box a: the larger of centre shift and width change, in plate widths."""
+    wa = _width(a)
+    (ax, ay), (bx, by) = _center(a), _center(b)
+    return max(abs(bx - ax), abs(by - ay), abs(_width(b) - wa)) / wa
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -146,6 +160,7 @@ class _Track:
     since_read: int = 0  # frames since the last read
     reads: list[tuple[PlateRead, float]] = field(default_factory=list)  # (read, weight), best max_reads kept
     n_reads: int = 0  # reads with text so far
+    read_box: tuple[float, float, float, float] | None = None  # box at the last read with text
     sizes_first: list[tuple[float, float, float]] = field(default_factory=list)  # (mono_ms, width, centre y)
     sizes_last: deque = field(default_factory=lambda: deque(maxlen=20))  # the same for the latest frames
     best: Observation | None = None
@@ -364,6 +379,9 @@ class PassageTracker:
             return
         fw = self.cfg.full_weight_width
         weight = 1.0 if fw <= 0 else min(1.0, max(1 / 3, w / fw))
+        if t.read_box is not None and _moved(t.read_box, det.box) < self.cfg.static_move:
+            weight *= self.cfg.static_read_weight
+        t.read_box = det.box
         t.reads.append((obs.read, weight))
         t.n_reads += 1
         if len(t.reads) > self.cfg.max_reads:
