@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from detector_train.augment import jitter_quad, warp_plate  # noqa: E402
+from detector_train.augment import cover_quad, warp_plate  # noqa: E402
 from detector_train.sets import DATA, ROOT, SETS, load_set  # noqa: E402
 from edge.detector import PlateDetector  # noqa: E402
 
@@ -136,9 +136,9 @@ def nl_synth(det, limit: int, seed: int, ignore: dict | None = None) -> Tally | 
         gts = []
         for b in s.boxes:
             p = render_plate(rng, country="NL")
-            # enlarge thin boxes to the plate's aspect so the plate is not squashed
+            # the rendered plate covers the real one completely (a rim of it would blur the corners)
             x1, y1, x2, y2 = b
-            q = jitter_quad((x1, y1, x2, y2), rng, 0.15)
+            q = cover_quad((x1, y1, x2, y2), rng, 0.15)
             img = warp_plate(img, np.ascontiguousarray(p.image), q, rng)
             gts.append(((float(q[:, 0].min()), float(q[:, 1].min()), float(q[:, 0].max()), float(q[:, 1].max())),
                         [tuple(map(float, c)) for c in q]))

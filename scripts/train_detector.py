@@ -26,7 +26,7 @@ from detector_train.model import MEAN, STD, STRIDE, ExportWrapper, PlateNet  # n
 from detector_train.sets import CACHE_LONG_SIDE, ROOT, build_cache  # noqa: E402
 from detector_train.targets import detector_loss  # noqa: E402
 
-VERSION = "det-0.1"
+VERSION = "det-0.2"
 
 
 def export_onnx(net: PlateNet, path: Path, info: dict) -> None:

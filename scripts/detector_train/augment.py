@@ -204,6 +204,25 @@ def jitter_quad(box, rng, amount: float) -> np.ndarray:
     return q + sign * d
 
 
+def cover_quad(box, rng, amount: float) -> np.ndarray:
+    """A perspective quad around box (x1 y1 x2 y2): corners pushed out by up to amount of the size.
+
+    Replacing a real plate with a rendered one must hide the real plate completely; a quad inside
+    the box left a rim of the old plate around the new one, which blurred where the plate ends
+    (corner targets) in training and in the nl_synth check.
+    """
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    q = np.float32([[x1, y1], [x2, y1], [x2, y2], [x1, y2]])
+    d = rng.uniform(0, amount, size=(4, 2)) * np.float32([w * 0.5, h])
+    sign = np.float32([[1, 1], [-1, 1], [-1, -1], [1, -1]])
+    if rng.random() < 0.5:
+        d[:, 0] = d[:, 0] * 0.3
+    d[:, 0] += 0.02 * w  # always a margin: box labels are not pixel-exact
+    d[:, 1] += 0.04 * h
+    return q - sign * d
+
+
 def random_background(rng, hw) -> np.ndarray:
     """A rendered scene stand-in: gradients, blobs and bars, so plates on plain art are found too."""
     H, W = hw

@@ -76,7 +76,7 @@ class SampleStream:
                 if rng.random() < 0.8 and (b[2] - b[0]) >= 12:
                     # widen thin boxes a little to the plate aspect of the rendered plate
                     plate = self.bank[int(rng.integers(len(self.bank)))]
-                    nq = A.jitter_quad(b, rng, 0.15)
+                    nq = A.cover_quad(b, rng, 0.15)
                     img = A.warp_plate(img, plate, nq, rng)
                     new.append(nq)
                 else:
