@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from edge.tracker import PassageTracker, TrackerConfig, edit_distance
 from tracker_sim import Noise, SimCar, frame_at, noisy_read, random_nl_plate, run, detection
-from edge.types import Observation
+from edge.types import Observation, PlateRead
 
 
 def _car(rng, start, n, approaching=True, lane=0, hidden=()):
@@ -257,3 +257,30 @@ def test_a_loose_and_a_tight_box_of_one_plate_give_one_passage():
         out += tracker.update(fr, obs)
     out += tracker.flush()
     assert [p.text for p in out] == [text]
+
+
+def _unsure_reads_until_emitted(cfg: TrackerConfig, moving: bool, frames: int = 12) -> int | None:
+    """Frame index at which a plate read the same unsure way every frame (0.7 per character) goes out."""
+    tracker = PassageTracker(cfg)
+    text = "81WZN4"
+    for i in range(frames):
+        fr = frame_at(i, 10)
+        det = detection(200 + (25 * i if moving else 0), 300, 60)
+        read = PlateRead(text=text, formatted="81-WZN-4", country="NL", confidence=0.7 ** 6,
+                         char_confidences=(0.7,) * 6) if tracker.wants_read(det, fr) else None
+        obs = [Observation(detection=det, read=read, frame_index=i, mono_ms=fr.mono_ms, utc=fr.utc)]
+        if tracker.update(fr, obs):
+            return i
+    return None
+
+
+def test_reads_of_a_still_plate_are_not_counted_as_independent_evidence():
+    """A parked plate gives nearly the same image every frame, so its repeated unsure reads must not add up
+    to an early 'confident' passage as fast as reads of a moving plate (each frame a new view) do."""
+    cfg = TrackerConfig()
+    moving = _unsure_reads_until_emitted(cfg, moving=True)
+    still = _unsure_reads_until_emitted(cfg, moving=False)
+    assert moving is not None and moving < 8
+    assert still is None or still > moving + 3
+    # with the discount switched off the still plate goes out as fast as the moving one
+    assert _unsure_reads_until_emitted(TrackerConfig(static_read_weight=1.0), moving=False) == moving
