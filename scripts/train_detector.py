@@ -77,6 +77,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--export-only", action="store_true", help="export models/detector.onnx from the last checkpoint")
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "detector.onnx")
+    ap.add_argument("--init", type=Path, default=None,
+                    help="when the run folder has no checkpoint, start from these weights (a fine-tuning run "
+                         "with its own schedule): an exported .onnx such as models/detector.onnx, or a .ckpt")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -116,6 +119,19 @@ def main(argv=None) -> int:
     cache = build_cache(args.cache / f"cache{416}.pkl")
     bank = load_plate_bank(args.cache / f"platebank_{args.bank}_s{args.seed}.pkl", args.bank, args.seed, log)
     stream = SampleStream(cache, bank, args.size)
+    if args.init is not None and step == 0:
+        if args.init.suffix == ".onnx":
+            from onnx_init import load_onnx_weights, max_output_difference
+
+            crng = np.random.default_rng(args.seed + 1000)
+            calib = [torch.from_numpy(stream.batch(crng, args.batch)[0]) for _ in range(6)]
+            log(load_onnx_weights(net, args.init, calib))
+            log(f"largest output difference to {args.init}: "
+                f"{max_output_difference(ExportWrapper(net), args.init, calib[0][:1]):.2e}")
+        else:
+            net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
+            log(f"initialised from {args.init}")
+        info["init"] = str(args.init)
     n_params = sum(p.numel() for p in net.parameters())
     info.update(version=VERSION, params=n_params, batch=args.batch, size=args.size, steps=args.steps, seed=args.seed)
     info.setdefault("synthetic_from_step", None)

@@ -247,7 +247,8 @@ def main(argv=None) -> int:
     ap.add_argument("--furniture-p", type=float, default=0.0,
                     help="share of AT/CH/IT/DE/NO plates with their own printed crests, province box, seals or flag")
     ap.add_argument("--init", type=Path, default=None,
-                    help="start from this checkpoint's weights (new optimiser and schedule): a fine-tuning stage")
+                    help="start from these weights (new optimiser and schedule): a fine-tuning stage; a .pt "
+                         "checkpoint or an exported .onnx model such as models/recognizer.onnx")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -261,8 +262,17 @@ def main(argv=None) -> int:
                                                 anneal_strategy="cos", div_factor=10, final_div_factor=100)
     step = 0
     if args.init is not None and not ckpt.exists():
-        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
-        print(f"initialised from {args.init}", flush=True)
+        if args.init.suffix == ".onnx":
+            from onnx_init import load_onnx_weights, max_output_difference
+
+            calib = BatchStream(args.seed + 1000, 0, 8, args.batch, args.real_share, args.emblem_p, args.furniture_p)
+            print(load_onnx_weights(model, args.init, [x for _, x, _ in calib]), flush=True)
+            probe = next(iter(BatchStream(args.seed + 2000, 0, 1, 8, args.real_share, 0.0, 0.0)))[1]
+            print(f"largest output difference to {args.init}: {max_output_difference(model, args.init, probe):.2e}",
+                  flush=True)
+        else:
+            model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
+            print(f"initialised from {args.init}", flush=True)
     if ckpt.exists():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
