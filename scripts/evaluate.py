@@ -377,6 +377,7 @@ def evaluate_videos(videos: Sequence[Path], detector, recognizer) -> list[dict]:
                     "passages": r.passages, "one_passage": r.one_passage, "missed": r.missed,
                     "duplicates": r.duplicates, "spurious": r.spurious, "read_correct": r.correct,
                     "read_acc": _ratio(r.correct, n), "direction_ok": r.direction_ok,
+                    "misreads": [{"truth": t, "read": p} for t, p in r.errors],
                     "seconds": round(time.perf_counter() - t0, 1)})
     return out
 
@@ -469,6 +470,9 @@ def build_report(results: list[SetResult], videos: list[dict], worst: int, heade
             md.append(f"| **all {len(videos)} videos** | {tot['frames']} | {tot['vehicles']} (+{tot['optional']} barely "
                       f"visible) | {tot['one_passage']}/{tot['vehicles']} | {tot['missed']} | {tot['duplicates']} | "
                       f"{tot['spurious']} | {tot['read_correct']}/{n} ({_pct(_ratio(tot['read_correct'], n))}) |")
+        misreads = [f"{m['truth']} → {m['read'] or '(empty)'}" for v in videos for m in v.get("misreads", [])]
+        if misreads:
+            md += ["", "Misread passages (truth → consensus read): " + ", ".join(misreads) + "."]
         md.append("")
         md.append("Barely visible vehicles (fewer than 5 frames of a >= 40 px plate) may give a passage but are not "
                   "counted as missed when they give none.")
