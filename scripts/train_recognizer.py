@@ -108,11 +108,14 @@ def encode(text: str) -> list[int]:
 
 
 def synth_sample(rng: np.random.Generator, nl_share: float = 0.5, emblem_p: float = 0.0,
-                 furniture_p: float = 0.0) -> tuple[np.ndarray, str]:
+                 furniture_p: float = 0.0, min_px: int = 50) -> tuple[np.ndarray, str]:
     country = "NL" if rng.random() < nl_share else str(rng.choice(SYNTH_COUNTRIES[1:]))
     plate = render_plate(rng, country, scale=float(rng.uniform(0.4, 0.65)), emblem_p=emblem_p,
                          furniture_p=furniture_p)
-    crop = degrade(rng, plate.image, plate.corners, strength=float(rng.uniform(0.3, 1.2))).image
+    # plate width in the frame: log-uniform min_px..200 px (degrade's own 50..200 draw when min_px is 50,
+    # which keeps the default runs' random streams unchanged)
+    width = None if min_px == 50 else int(np.exp(rng.uniform(np.log(min_px), np.log(200))))
+    crop = degrade(rng, plate.image, plate.corners, strength=float(rng.uniform(0.3, 1.2)), out_width=width).image
     return line_image(crop, HEIGHT, WIDTH, plate.layout == "two_row"), plate.text
 
 
@@ -130,14 +133,14 @@ def real_sample(rng: np.random.Generator, real: list) -> tuple[np.ndarray, str]:
 
 
 def make_batch(seed: int, step: int, batch: int, real: list, real_share: float, emblem_p: float = 0.0,
-               furniture_p: float = 0.0):
+               furniture_p: float = 0.0, min_px: int = 50):
     rng = np.random.default_rng([seed, step])
     imgs, labels = [], []
     for _ in range(batch):
         if real and rng.random() < real_share:
             im, t = real_sample(rng, real)
         else:
-            im, t = synth_sample(rng, emblem_p=emblem_p, furniture_p=furniture_p)
+            im, t = synth_sample(rng, emblem_p=emblem_p, furniture_p=furniture_p, min_px=min_px)
         if rng.random() < 0.08:
             im = 255 - im  # some plates are light on dark; make sure both polarities are seen
         imgs.append(im)
@@ -150,9 +153,9 @@ class BatchStream(torch.utils.data.IterableDataset):
     """Batches start_step, start_step+1, ... drawn deterministically from (seed, step)."""
 
     def __init__(self, seed: int, start: int, stop: int, batch: int, real_share: float, emblem_p: float,
-                 furniture_p: float = 0.0):
+                 furniture_p: float = 0.0, min_px: int = 50):
         self.seed, self.start, self.stop, self.batch, self.real_share = seed, start, stop, batch, real_share
-        self.emblem_p, self.furniture_p = emblem_p, furniture_p
+        self.emblem_p, self.furniture_p, self.min_px = emblem_p, furniture_p, min_px
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -160,7 +163,8 @@ class BatchStream(torch.utils.data.IterableDataset):
         cv2.setNumThreads(1)
         real = load_real("train")
         for step in range(self.start + k, self.stop, n):
-            x, labels = make_batch(self.seed, step, self.batch, real, self.real_share, self.emblem_p, self.furniture_p)
+            x, labels = make_batch(self.seed, step, self.batch, real, self.real_share, self.emblem_p, self.furniture_p,
+                                   self.min_px)
             yield step, x, labels
 
 
@@ -246,6 +250,8 @@ def main(argv=None) -> int:
     ap.add_argument("--emblem-p", type=float, default=0.0, help="share of foreign plates with a crest/seal/sticker")
     ap.add_argument("--furniture-p", type=float, default=0.0,
                     help="share of AT/CH/IT/DE/NO plates with their own printed crests, province box, seals or flag")
+    ap.add_argument("--min-px", type=int, default=50,
+                    help="narrowest rendered plate in pixels (widths log-uniform up to 200); distant plates in video")
     ap.add_argument("--init", type=Path, default=None,
                     help="start from these weights (new optimiser and schedule): a fine-tuning stage; a .pt "
                          "checkpoint or an exported .onnx model such as models/recognizer.onnx")
@@ -265,7 +271,8 @@ def main(argv=None) -> int:
         if args.init.suffix == ".onnx":
             from onnx_init import load_onnx_weights, max_output_difference
 
-            calib = BatchStream(args.seed + 1000, 0, 8, args.batch, args.real_share, args.emblem_p, args.furniture_p)
+            calib = BatchStream(args.seed + 1000, 0, 8, args.batch, args.real_share, args.emblem_p, args.furniture_p,
+                                args.min_px)
             print(load_onnx_weights(model, args.init, [x for _, x, _ in calib]), flush=True)
             probe = next(iter(BatchStream(args.seed + 2000, 0, 1, 8, args.real_share, 0.0, 0.0)))[1]
             print(f"largest output difference to {args.init}: {max_output_difference(model, args.init, probe):.2e}",
@@ -291,7 +298,8 @@ def main(argv=None) -> int:
     hx, htexts = holdout()
     ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True)
     stop = min(args.steps, args.stop_at or args.steps)
-    stream = BatchStream(args.seed, step, stop, args.batch, args.real_share, args.emblem_p, args.furniture_p)
+    stream = BatchStream(args.seed, step, stop, args.batch, args.real_share, args.emblem_p, args.furniture_p,
+                         args.min_px)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=args.workers,
                                          prefetch_factor=4 if args.workers else None,
                                          multiprocessing_context="spawn" if args.workers else None)

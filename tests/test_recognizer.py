@@ -96,7 +96,7 @@ def test_reads_real_dutch_two_row_crops(rec, shared_data):
     assert len(items) == 28
     reads = [rec.read_crop(img) for img, _, _ in items]
     exact = np.mean([r.text == t for r, (_, t, _) in zip(reads, items)])
-    assert exact >= 0.9, f"only {exact:.0%} of the real Dutch crops read exactly"
+    assert exact >= 0.95, f"only {exact:.0%} of the real Dutch crops read exactly"
     for r in reads:
         assert r.text == r.text.upper() and r.text.isalnum()
         assert len(r.char_confidences) == len(r.text)
@@ -112,7 +112,7 @@ def test_reads_real_foreign_crops_without_forcing_them_dutch(rec, shared_data):
     items = [x for x in _eu2(shared_data) if x[2] != "nl"]
     reads = [rec.read_crop(img) for img, _, _ in items]
     exact = np.mean([r.text == t for r, (_, t, _) in zip(reads, items)])
-    assert exact >= 0.55, f"only {exact:.0%} of the real foreign crops read exactly"
+    assert exact >= 0.7, f"only {exact:.0%} of the real foreign crops read exactly"
     # A 7-character foreign plate must never be bent into a 6-character Dutch sidecode.
     long_ok = [r for r, (_, t, _) in zip(reads, items) if len(t) == 7 and r.text == t]
     assert long_ok and all(r.country != "NL" for r in long_ok)
