@@ -67,19 +67,23 @@ def _csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def eval_real(rec: PlateRecognizer, items: list[tuple[Path, str, str]]) -> dict:
+def eval_real(rec: PlateRecognizer, items: list[tuple[Path, str, str]], errors: list | None = None) -> dict:
     per = defaultdict(lambda: [0, 0])
     for path, text, country in items:
         img = cv2.imread(str(path))
         if img is None:
             raise SystemExit(f"cannot read image {path}")
-        ok = rec.read_crop(img).text == text
+        read = rec.read_crop(img).text
+        ok = read == text
+        if not ok and errors is not None:
+            errors.append((country, text, read, img))
         per[country][0] += ok
         per[country][1] += 1
     return {c: (a, n) for c, (a, n) in sorted(per.items())}
 
 
-def eval_holdout(rec: PlateRecognizer, n: int, seed: int, strength: float | None) -> dict:
+def eval_holdout(rec: PlateRecognizer, n: int, seed: int, strength: float | None,
+                 errors: list | None = None) -> dict:
     """Rendered plates through degrade(); strength None = the training mix (0.3-1.2, some unreadable)."""
     from platesynth import degrade, render_plate
     from train_recognizer import SYNTH_COUNTRIES
@@ -91,7 +95,10 @@ def eval_holdout(rec: PlateRecognizer, n: int, seed: int, strength: float | None
         plate = render_plate(rng, country, scale=float(rng.uniform(0.4, 0.65)))
         s = float(rng.uniform(0.3, 1.2)) if strength is None else strength
         crop = degrade(rng, plate.image, plate.corners, strength=s).image
-        ok = rec.read_crop(crop).text == plate.text
+        read = rec.read_crop(crop).text
+        ok = read == plate.text
+        if not ok and errors is not None:
+            errors.append((plate.country, plate.text, read, crop))
         key = f"{plate.country}/{plate.layout}" if plate.country == "NL" else plate.country
         per[key][0] += ok
         per[key][1] += 1
@@ -115,6 +122,8 @@ def main(argv=None) -> int:
                     help="damage strength of the main hold-out (the harsher training mix is reported too)")
     ap.add_argument("--no-grammar", action="store_true", help="greedy reads only (no Dutch sidecode decoding)")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    ap.add_argument("--errors", type=Path, default=None,
+                    help="list the misreads of eu2 and the hold-out (truth -> read) and save their crops here")
     args = ap.parse_args(argv)
 
     rec = PlateRecognizer(args.model, threads=1, dutch_grammar=not args.no_grammar)
@@ -124,7 +133,8 @@ def main(argv=None) -> int:
 
     root = DATA / "ocr" / "openalpr_eu2"
     items = [(root / r["image"], r["text"], r["country"].upper()) for r in _csv(root / "labels.csv")]
-    per = eval_real(rec, items)
+    eu2_errors: list | None = [] if args.errors else None
+    per = eval_real(rec, items, eu2_errors)
     a, n = _total(per)
     print(f"openalpr_eu2 (real two-row EU crops, not trained on): exact {a}/{n} = {100 * a / n:.2f}%")
     for c, (ca, cn) in per.items():
@@ -156,7 +166,8 @@ def main(argv=None) -> int:
     figures["br_val_exact"] = a / n
 
     if args.holdout:
-        per = eval_holdout(rec, args.holdout, args.seed, args.holdout_strength)
+        holdout_errors: list | None = [] if args.errors else None
+        per = eval_holdout(rec, args.holdout, args.seed, args.holdout_strength, holdout_errors)
         a, n = _total(per)
         print(f"rendered hold-out (seed {args.seed}, damage strength {args.holdout_strength}, half NL, "
               f"40% two-row): exact {a}/{n} = {100 * a / n:.2f}%")
@@ -171,6 +182,13 @@ def main(argv=None) -> int:
               f"exact {a}/{n} = {100 * a / n:.2f}%")
         figures["holdout_harsh_exact"] = a / n
 
+    if args.errors:
+        args.errors.mkdir(parents=True, exist_ok=True)
+        for name, errs in (("eu2", eu2_errors), ("holdout", holdout_errors if args.holdout else [])):
+            print(f"misreads, {name} (country: truth -> read):")
+            for i, (country, truth, read, img) in enumerate(errs):
+                print(f"  {country:<3} {truth:<10} -> {read}")
+                cv2.imwrite(str(args.errors / f"{name}_{i:03d}_{country}_{truth}_{read or 'none'}.png"), img)
     print("targets:")
     for k, target in TARGETS.items():
         if k in figures:

@@ -70,3 +70,15 @@ def test_country_furniture_is_drawn_but_never_part_of_the_label(country):
         if country in ("AT", "CH", "NO") or layout == "two_row":
             assert furnished.image.shape != plain.image.shape or np.abs(
                 furnished.image.astype(int) - plain.image.astype(int)).mean() > 1.0
+
+
+def test_austrian_arms_sit_between_district_and_number():
+    """Austrian plates print the state arms after the district, also on two-row plates whose top row
+    starts the number ("W [arms] 1 / 518 B"); some two-row plates are rendered with such a top row."""
+    from platesynth.render import _furnish
+
+    assert _furnish("W 1", "AT", "two_row") == ("W # 1", ["at"])
+    assert _furnish("W", "AT", "two_row") == ("W #", ["at"])
+    assert _furnish("W 1518B", "AT", "one_row") == ("W # 1518B", ["at"])
+    tops = [render_plate(np.random.default_rng([4, i]), "AT", layout="two_row").rows[0] for i in range(40)]
+    assert any(" " in t for t in tops) and any(" " not in t for t in tops)

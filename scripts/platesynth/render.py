@@ -301,7 +301,8 @@ _FURNITURE = {
 def _furnish(row: str, country: str, layout: str) -> tuple[str, list[str]]:
     """Add '#' room for the country's crests/seals/boxes to a plate's first row; returns the row and
     the crest kinds in the order of their '#'. One-row plates: the AT crest at the first separator,
-    CH shields at both ends (DE seals are drawn by render_plate); two-row plates: on the top row."""
+    CH shields at both ends (DE seals are drawn by render_plate); two-row plates: on the top row
+    (AT: after the district when the top row also holds part of the number, as on Vienna plates)."""
     if layout == "one_row":
         if country == "AT" and " " in row:
             i = row.index(" ")
@@ -309,6 +310,9 @@ def _furnish(row: str, country: str, layout: str) -> tuple[str, list[str]]:
         if country == "CH":
             return "# " + row + " #", ["ch", "canton"]
         return row, []
+    if country == "AT" and " " in row:  # the state arms sit between the district and the number
+        i = row.index(" ")
+        return row[:i] + " # " + row[i + 1:], ["at"]
     kinds: list[str] = []
     for kind, where in _FURNITURE.get(country, ()):
         if where == "start":
@@ -334,6 +338,10 @@ def _split_rows(rng: np.random.Generator, pt: PlateText) -> tuple[str, str]:
     """Split a printed text into a top and a bottom row, preferring a separator boundary."""
     printed = pt.printed
     n = len(pt.text)
+    if pt.country == "AT" and " " in printed and rng.random() < 0.5:
+        district, number = printed.split(" ", 1)  # e.g. "W 1 / 518 B": the top row starts the number
+        k = int(rng.integers(1, 3))
+        return f"{district} {number[:k]}".strip(), number[k:].strip()
     seps = [i for i, c in enumerate(printed) if c in " -"]
     cand = [i for i in seps if 1 <= len(printed[:i].replace("-", "").replace(" ", "")) <= (n + 1) // 2 + 1]
     if cand and rng.random() < 0.8:
