@@ -80,6 +80,10 @@ def main(argv=None) -> int:
     ap.add_argument("--init", type=Path, default=None,
                     help="when the run folder has no checkpoint, start from these weights (a fine-tuning run "
                          "with its own schedule): an exported .onnx such as models/detector.onnx, or a .ckpt")
+    ap.add_argument("--text-p", type=float, default=0.3, help="share of samples with painted non-plate text")
+    ap.add_argument("--badge-p", type=float, default=0.0,
+                    help="share of the painted text items that are car badges (chrome words, ovals)")
+    ap.add_argument("--version", default=VERSION, help="model version written into the ONNX metadata")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -118,7 +122,7 @@ def main(argv=None) -> int:
 
     cache = build_cache(args.cache / f"cache{416}.pkl")
     bank = load_plate_bank(args.cache / f"platebank_{args.bank}_s{args.seed}.pkl", args.bank, args.seed, log)
-    stream = SampleStream(cache, bank, args.size)
+    stream = SampleStream(cache, bank, args.size, args.text_p, args.badge_p)
     if args.init is not None and step == 0:
         if args.init.suffix == ".onnx":
             from onnx_init import load_onnx_weights, max_output_difference
@@ -133,7 +137,7 @@ def main(argv=None) -> int:
             log(f"initialised from {args.init}")
         info["init"] = str(args.init)
     n_params = sum(p.numel() for p in net.parameters())
-    info.update(version=VERSION, params=n_params, batch=args.batch, size=args.size, steps=args.steps, seed=args.seed)
+    info.update(version=args.version, text_p=args.text_p, badge_p=args.badge_p, params=n_params, batch=args.batch, size=args.size, steps=args.steps, seed=args.seed)
     info.setdefault("synthetic_from_step", None)
     if bank is not None and info["synthetic_from_step"] is None:
         info["synthetic_from_step"] = step

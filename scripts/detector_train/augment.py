@@ -128,12 +128,16 @@ class TextPainter:
             return "".join(rng.choice(list(string.ascii_uppercase + "  "), int(rng.integers(10, 24))))
         return " ".join(str(rng.integers(1, 999)) for _ in range(int(rng.integers(1, 4))))
 
-    def paint(self, img: np.ndarray, rng, avoid: np.ndarray, n: int) -> np.ndarray:
-        """Paint n text items on img (BGR) away from the plate boxes in avoid (N x 4)."""
+    def paint(self, img: np.ndarray, rng, avoid: np.ndarray, n: int, badge_p: float = 0.0) -> np.ndarray:
+        """Paint n text items on img (BGR) away from the plate boxes in avoid (N x 4); a share badge_p
+        of them are car badges (chrome or dark lettering, often in an oval), the commonest false plate."""
         H, W = img.shape[:2]
         pil = Image.fromarray(img[:, :, ::-1])
         draw = ImageDraw.Draw(pil)
         for _ in range(n):
+            if badge_p > 0 and rng.random() < badge_p:
+                self._badge(draw, rng, W, H, avoid)
+                continue
             size = int(rng.integers(8, 40))
             font = self._font(self.fonts[int(rng.integers(len(self.fonts)))], size)
             text = self._text(rng)
@@ -156,6 +160,41 @@ class TextPainter:
                 draw.rectangle((x - m, y - m, x + tw + m, y + th + m), fill=bg)
             draw.multiline_text((x - l, y - t), text, font=font, fill=fg)
         return np.asarray(pil)[:, :, ::-1].copy()
+
+
+    def _badge(self, draw: ImageDraw.ImageDraw, rng, W: int, H: int, avoid: np.ndarray) -> None:
+        """A maker or model badge: a short word in chrome (light fill, dark rim) or dark lettering,
+        sometimes inside an oval, sometimes an oval emblem alone; 3-12 % of the crop wide."""
+        word = "".join(rng.choice(list(string.ascii_uppercase if rng.random() < 0.6 else string.ascii_letters),
+                                  int(rng.integers(2, 8))))
+        if rng.random() < 0.3:
+            word += str(int(rng.integers(1, 999)))
+        size = int(rng.integers(7, 30))
+        font = self._font(self.fonts[int(rng.integers(len(self.fonts)))], size)
+        l, t, r, b = draw.textbbox((0, 0), word, font=font)
+        tw, th = r - l, b - t
+        oval = rng.random() < 0.4
+        ow, oh = (int(tw * rng.uniform(1.2, 1.6)), int(th * rng.uniform(1.8, 2.6))) if oval else (tw, th)
+        if ow + 8 >= W or oh + 8 >= H:
+            return
+        for _try in range(5):
+            x, y = int(rng.integers(4, W - ow - 4)), int(rng.integers(4, H - oh - 4))
+            if not len(avoid) or not _overlaps(avoid, (x - 4, y - 4, x + ow + 4, y + oh + 4)):
+                break
+        else:
+            return
+        chrome = rng.random() < 0.6
+        light = int(rng.integers(170, 250))
+        dark = int(rng.integers(10, 80))
+        fill = (light,) * 3 if chrome else (dark,) * 3
+        rim = (dark,) * 3 if chrome else (light,) * 3
+        if oval:
+            inner = tuple(int(v) for v in rng.integers(0, 256, 3)) if rng.random() < 0.5 else None
+            draw.ellipse((x, y, x + ow, y + oh), fill=inner, outline=fill, width=max(1, oh // 10))
+            if rng.random() < 0.25:
+                return  # an emblem without lettering
+            x, y = x + (ow - tw) // 2, y + (oh - th) // 2
+        draw.text((x - l, y - t), word, font=font, fill=fill, stroke_width=max(1, size // 12), stroke_fill=rim)
 
 
 def _overlaps(boxes: np.ndarray, b) -> bool:

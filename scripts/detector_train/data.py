@@ -57,8 +57,11 @@ def load_plate_bank(path: Path, n: int, seed: int, log=print) -> list[np.ndarray
 class SampleStream:
     """Makes (image, quads, ignore) training crops and batches of tensors-ready arrays."""
 
-    def __init__(self, cache: list[Cached], bank: list[np.ndarray] | None, size: int):
+    def __init__(self, cache: list[Cached], bank: list[np.ndarray] | None, size: int,
+                 text_p: float = 0.3, badge_p: float = 0.0):
         self.size = size
+        self.text_p = text_p  # share of samples with painted non-plate text
+        self.badge_p = badge_p  # share of those text items that are car badges
         self.bank = bank
         self.by_set = {s: [c for c in cache if c.set == s and c.split == "train"] for s in SET_WEIGHTS}
         self.all_train = [c for c in cache if c.split == "train"]
@@ -121,9 +124,9 @@ class SampleStream:
             img, quads, ignore = self._scene(rng)
         else:
             img, quads, ignore = self._real(rng)
-        if rng.random() < 0.3:
+        if rng.random() < self.text_p:
             avoid = np.concatenate([np.c_[quads.min(1), quads.max(1)].reshape(-1, 4), ignore.reshape(-1, 4)])
-            img = self.painter.paint(img, rng, avoid, int(rng.integers(1, 5)))
+            img = self.painter.paint(img, rng, avoid, int(rng.integers(1, 5)), self.badge_p)
         if rng.random() < 0.5:
             img, quads, ignore = A.hflip(img, quads, ignore)
         img = A.photometric(img, rng)
