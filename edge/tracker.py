@@ -8,9 +8,10 @@ is hidden and comes back), and a closed track's text is remembered for `rejoin_s
 vehicle re-appearing does not give a second passage.
 
 When passages are emitted (the decision the matcher relies on):
-- early, as soon as a track has `early_reads` reads, at least two of them say exactly its consensus,
-  the consensus is a valid plate of a known grammar and its confidence reaches `confident_at`
-  (`emit_early`): an intercept is urgent. The track then stays open but silent until
+- early, as soon as a track has `early_reads` reads, at least two of them say exactly its consensus
+  and those weigh at least `early_weight` (far, small and unmoved plates weigh less: far plates are
+  misread alike frame after frame), the consensus is a valid plate of a known grammar and its
+  confidence reaches `confident_at` (`emit_early`): an intercept is urgent. The track then stays open but silent until
   the plate is gone, so a car parked in view for hours gives exactly one passage. A silent track is
   re-read only every `reread_every` of its frames (the pipeline skips the recognizer otherwise),
   and a confident re-read that contradicts its text ends it and starts a new track (the next vehicle
@@ -18,6 +19,8 @@ When passages are emitted (the decision the matcher relies on):
 - otherwise when the track has been gone for `close_after_s`, or at `flush()` (end of a replay),
   provided it has at least `min_frames` observations and its consensus reaches `min_confidence`
   and `min_chars`.
+A passage whose text is the text, or a part, of a passage out less than `rejoin_s` ago is not
+sent again: the same vehicle, or its plate cut by the frame edge as it leaves.
 
 Call `update` for every frame the pipeline processes, with an empty list when the detector ran and
 found nothing. When `settled` is True (every open track silent) and nothing moved, the pipeline may
@@ -58,6 +61,11 @@ class TrackerConfig(Section):
         "far plate read as one or two characters)."))
     early_reads: int = Field(4, ge=1, description=(
         "Reads a track needs before its passage may be emitted early (fewer reads wait for the track to close)."))
+    early_weight: float = Field(3.0, ge=0, description=(
+        "Vote weight that the reads saying exactly the consensus must add up to before the passage may be "
+        "emitted early (a read of a moving plate at least full_weight_width wide weighs 1, narrower or unmoved "
+        "ones less): far, small plates are misread alike in consecutive frames, so their agreement alone must "
+        "not settle a track before the plate has come closer."))
     max_match_distance: float = Field(1.0, gt=0, description=(
         "Largest distance, in plate widths, between a track's predicted position and a detection that can "
         "continue it (grows with frames missed in a row)."))
@@ -400,7 +408,8 @@ class PassageTracker:
         # the same wrong way), so a vote stitched from different misreads can look surer than it is
         return (c is not None and len(t.reads) >= max(self.cfg.early_reads, self.cfg.min_frames)
                 and c.confidence >= self.cfg.confident_at and c.valid
-                and sum(r.text == c.text for r, _ in t.reads) >= 2)
+                and sum(r.text == c.text for r, _ in t.reads) >= 2
+                and sum(w for r, w in t.reads if r.text == c.text) >= self.cfg.early_weight)
 
     def _direction(self, t: _Track) -> Direction:
         """Approaching when the plate grows, receding when it shrinks (least-squares fit of log width).
@@ -432,9 +441,10 @@ class PassageTracker:
         if c is None:
             return None
         horizon = self._now_ms - self.cfg.rejoin_s * 1000
-        if any(text == c.text and ms >= horizon for text, ms in self._recent):
+        # the same plate again, or a part of it (the plate cut by the frame edge as the vehicle leaves)
+        if any(c.text in text and ms >= horizon for text, ms in self._recent):
             return None
-        if any(o is not t and o.emitted and o.consensus is not None and o.consensus.text == c.text
+        if any(o is not t and o.emitted and o.consensus is not None and c.text in o.consensus.text
                for o in self._tracks):
             return None  # a split of a track whose passage is already out
         if t.replaces and edit_distance(t.replaces, c.text) <= 1:

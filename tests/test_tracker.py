@@ -105,7 +105,7 @@ def test_wants_read_skips_confident_track_but_rereads_now_and_then():
     wants = []
     for i in range(30):
         fr = frame_at(i, 10)
-        det = detection(300 + i, 300, 120)
+        det = detection(300 + 5 * i, 300, 120)  # moving: every read counts fully towards early emission
         w = tracker.wants_read(det, fr)
         wants.append(w)
         tracker.update(fr, [Observation(detection=det, read=read if w else None, frame_index=i, mono_ms=fr.mono_ms,
@@ -184,7 +184,7 @@ def test_settled_when_every_open_track_has_its_passage_out():
     assert tracker.settled and tracker.active == 0
     read = PlateRead(text="HXNB23", formatted="HX-NB-23", country="NL", confidence=0.95, char_confidences=(0.99,) * 6)
     out = []
-    for i in range(6):
+    for i in range(10):  # unmoved reads weigh static_read_weight: 1 + 7 x 0.3 reaches early_weight 3
         fr = frame_at(i, 10)
         det = detection(300, 300, 120)
         r = read if tracker.wants_read(det, fr) else None
@@ -195,7 +195,7 @@ def test_settled_when_every_open_track_has_its_passage_out():
     assert tracker.settled and tracker.active == 1  # parked: open but silent
     # frames without the plate (the detector ran) close it after close_after_s, without a second passage
     closed = []
-    for i in range(6, 30):
+    for i in range(10, 34):
         closed += tracker.update(frame_at(i, 10), [])
     assert closed == [] and tracker.active == 0
 
@@ -284,3 +284,45 @@ def test_reads_of_a_still_plate_are_not_counted_as_independent_evidence():
     assert still is None or still > moving + 3
     # with the discount switched off the still plate goes out as fast as the moving one
     assert _unsure_reads_until_emitted(TrackerConfig(static_read_weight=1.0), moving=False) == moving
+
+
+def _read(text: str, conf: float) -> PlateRead:
+    return PlateRead(text=text, formatted=text, country="NL", confidence=conf, char_confidences=(conf,) * len(text))
+
+
+def _feed(tracker: PassageTracker, frames: list[tuple[int, float, float, float, PlateRead | None]]) -> list:
+    """(frame index, centre x, centre y, width, read or None for no detection) per frame; passages out."""
+    out = []
+    for i, cx, cy, w, read in frames:
+        fr = frame_at(i, 10)
+        if read is None:
+            out += tracker.update(fr, [])
+            continue
+        det = detection(cx, cy, w)
+        r = read if tracker.wants_read(det, fr) else None
+        out += tracker.update(fr, [Observation(detection=det, read=r, frame_index=i, mono_ms=fr.mono_ms, utc=fr.utc)])
+    return out
+
+
+def test_far_reads_agreeing_on_a_misread_do_not_settle_the_track_early():
+    """Four reads of a far (40 px) plate say HJZ02K; as it comes closer it reads RJZ02K. The far reads
+    must not emit the passage early (then the track would fall silent with the misread)."""
+    tracker = PassageTracker(TrackerConfig())
+    frames = [(i, 200 + 4 * i, 200 + 6 * i, 40 + 2 * i, _read("HJZ02K", 0.995)) for i in range(4)]
+    frames += [(i, 200 + 4 * i, 200 + 6 * i, 80 + 8 * (i - 4), _read("RJZ02K", 0.999)) for i in range(4, 12)]
+    out = _feed(tracker, frames) + tracker.flush()
+    assert [p.text for p in out] == ["RJZ02K"]
+
+
+def test_plate_cut_by_the_frame_edge_after_its_passage_gives_no_second_passage():
+    """After PS924J's passage, the same car's plate half out of view is read PS92: not a new vehicle."""
+    tracker = PassageTracker(TrackerConfig())
+    frames = [(i, 200 + 10 * i, 300, 100, _read("PS924J", 0.999)) for i in range(8)]
+    frames += [(i, 0, 0, 0, None) for i in range(8, 30)]  # gone for 2.2 s: the track closes
+    frames += [(i, 600 + 3 * (i - 30), 300, 60, _read("PS92", 0.9)) for i in range(30, 36)]
+    frames += [(i, 0, 0, 0, None) for i in range(36, 60)]
+    out = _feed(tracker, frames) + tracker.flush()
+    assert [p.text for p in out] == ["PS924J"]
+    # a different plate in the same place is still its own passage
+    frames = [(i, 600 + 3 * (i - 60), 300, 100, _read("KX123B", 0.999)) for i in range(60, 68)]
+    assert [p.text for p in _feed(tracker, frames) + tracker.flush()] == ["KX123B"]
