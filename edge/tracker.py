@@ -406,10 +406,11 @@ class PassageTracker:
         # consistently, and "RJZ02" from four frames would otherwise go out as a confident passage
         # and only when two reads said exactly this: real misreads are correlated (the same glyph read
         # the same wrong way), so a vote stitched from different misreads can look surer than it is
-        return (c is not None and len(t.reads) >= max(self.cfg.early_reads, self.cfg.min_frames)
-                and c.confidence >= self.cfg.confident_at and c.valid
-                and sum(r.text == c.text for r, _ in t.reads) >= 2
-                and sum(w for r, w in t.reads if r.text == c.text) >= self.cfg.early_weight)
+        if c is None or len(t.reads) < max(self.cfg.early_reads, self.cfg.min_frames):
+            return False
+        agreeing = [w for r, w in t.reads if r.text == c.text]
+        return (c.confidence >= self.cfg.confident_at and c.valid
+                and len(agreeing) >= 2 and sum(agreeing) >= self.cfg.early_weight)
 
     def _direction(self, t: _Track) -> Direction:
         """Approaching when the plate grows, receding when it shrinks (least-squares fit of log width).

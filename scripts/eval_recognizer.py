@@ -134,6 +134,7 @@ def main(argv=None) -> int:
     root = DATA / "ocr" / "openalpr_eu2"
     items = [(root / r["image"], r["text"], r["country"].upper()) for r in _csv(root / "labels.csv")]
     eu2_errors: list | None = [] if args.errors else None
+    holdout_errors: list | None = [] if args.errors else None
     per = eval_real(rec, items, eu2_errors)
     a, n = _total(per)
     print(f"openalpr_eu2 (real two-row EU crops, not trained on): exact {a}/{n} = {100 * a / n:.2f}%")
@@ -166,7 +167,6 @@ def main(argv=None) -> int:
     figures["br_val_exact"] = a / n
 
     if args.holdout:
-        holdout_errors: list | None = [] if args.errors else None
         per = eval_holdout(rec, args.holdout, args.seed, args.holdout_strength, holdout_errors)
         a, n = _total(per)
         print(f"rendered hold-out (seed {args.seed}, damage strength {args.holdout_strength}, half NL, "
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
 
     if args.errors:
         args.errors.mkdir(parents=True, exist_ok=True)
-        for name, errs in (("eu2", eu2_errors), ("holdout", holdout_errors if args.holdout else [])):
+        for name, errs in (("eu2", eu2_errors), ("holdout", holdout_errors)):
             print(f"misreads, {name} (country: truth -> read):")
             for i, (country, truth, read, img) in enumerate(errs):
                 print(f"  {country:<3} {truth:<10} -> {read}")

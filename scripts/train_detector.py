@@ -137,7 +137,8 @@ def main(argv=None) -> int:
             log(f"initialised from {args.init}")
         info["init"] = str(args.init)
     n_params = sum(p.numel() for p in net.parameters())
-    info.update(version=args.version, text_p=args.text_p, badge_p=args.badge_p, params=n_params, batch=args.batch, size=args.size, steps=args.steps, seed=args.seed)
+    info.update(version=args.version, text_p=args.text_p, badge_p=args.badge_p, params=n_params,
+                batch=args.batch, size=args.size, steps=args.steps, seed=args.seed)
     info.setdefault("synthetic_from_step", None)
     if bank is not None and info["synthetic_from_step"] is None:
         info["synthetic_from_step"] = step

@@ -161,7 +161,6 @@ class TextPainter:
             draw.multiline_text((x - l, y - t), text, font=font, fill=fg)
         return np.asarray(pil)[:, :, ::-1].copy()
 
-
     def _badge(self, draw: ImageDraw.ImageDraw, rng, W: int, H: int, avoid: np.ndarray) -> None:
         """A maker or model badge: a short word in chrome (light fill, dark rim) or dark lettering,
         sometimes inside an oval, sometimes an oval emblem alone; 3-12 % of the crop wide."""

@@ -300,19 +300,17 @@ _FURNITURE = {
 
 def _furnish(row: str, country: str, layout: str) -> tuple[str, list[str]]:
     """Add '#' room for the country's crests/seals/boxes to a plate's first row; returns the row and
-    the crest kinds in the order of their '#'. One-row plates: the AT crest at the first separator,
-    CH shields at both ends (DE seals are drawn by render_plate); two-row plates: on the top row
-    (AT: after the district when the top row also holds part of the number, as on Vienna plates)."""
-    if layout == "one_row":
-        if country == "AT" and " " in row:
-            i = row.index(" ")
-            return row[:i] + " # " + row[i + 1:], ["at"]
-        if country == "CH":
-            return "# " + row + " #", ["ch", "canton"]
-        return row, []
+    the crest kinds in the order of their '#'. AT: the arms after the district (the first separator)
+    on both layouts, as on Vienna plates "W [arms] 1 / 518 B", else at the end of a two-row top row;
+    one-row CH plates: shields at both ends (DE seals are drawn by render_plate); other two-row
+    plates: on the top row."""
     if country == "AT" and " " in row:  # the state arms sit between the district and the number
         i = row.index(" ")
         return row[:i] + " # " + row[i + 1:], ["at"]
+    if layout == "one_row":
+        if country == "CH":
+            return "# " + row + " #", ["ch", "canton"]
+        return row, []
     kinds: list[str] = []
     for kind, where in _FURNITURE.get(country, ()):
         if where == "start":
