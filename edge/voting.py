@@ -28,8 +28,11 @@ _Q_MIN, _Q_MAX = 0.05, 0.98  # a recognizer is never certain; caps keep one read
 _MAX_EVIDENCE = 8.0  # total read weight beyond which weights are scaled down (many garbage reads prove nothing)
 _OTHER_LENGTH_FLOOR = 1e-3  # a valid text of another length may beat an invalid one this much more likely
 # ... and of the same length this much: enough for a look-alike every read got wrong (Z for 2), not for
-# a foreign plate read confidently many times that two unsure reads happen to make look Dutch
-_SAME_LENGTH_FLOOR = 1e-6
+# a foreign plate read confidently many times that two unsure reads happen to make look Dutch, nor for
+# a character three reads gave at 0.98 (reads of one plate are not independent: their agreement counts
+# for less than the product says)
+_SAME_LENGTH_FLOOR = 1e-5
+_KEEP_SHARE = 0.5  # a grammar-chosen plate must keep this share of the favoured text's confidence
 _ALIGNED_WEIGHT = 0.7  # evidence of a read with a dropped or doubled character counts this much
 _CONFUSABLE = 12.0  # a misread lands on one of about this many characters, not on any of 35
 _LEN_RIGHT = 0.8  # a reader's chance to get the number of characters right, before its confidence counts
@@ -243,10 +246,22 @@ def vote(reads: Sequence[PlateRead], weights: Sequence[float] | None = None, *,
     # a valid plate wins; of another length than the most probable text only if not far less likely
     valid = [c for c in candidates
              if c[4] and c[1] >= (_SAME_LENGTH_FLOOR if len(c[0]) == len(top[0]) else _OTHER_LENGTH_FLOOR) * top[1]]
+
+    def reported(c) -> float:
+        # a valid Dutch plate has six characters whatever the reads' lengths said: the grammar fixes it
+        return c[5] if c[5] is not None else math.prod(c[2]) * by_len[len(c[0])] / total
+
     best = valid[0] if valid else top
+    # ... unless the reads leave that plate itself unsure while they favour another text clearly (a
+    # foreign plate whose look-alike happens to fit a sidecode): a doubtful Dutch guess would be
+    # dropped as unreadable, while the favoured text still reaches the matcher (with the guess
+    # among its alternatives)
+    if best is not top and reported(best) < _KEEP_SHARE * reported(top):
+        best = top
     text, _, chars, country, ok, nl_prob = best
-    # a valid Dutch plate has six characters whatever the reads' lengths said: the grammar fixes it
-    prob = nl_prob if nl_prob is not None else math.prod(chars) * by_len[len(text)] / total
+    if country == "NL" and not ok:  # Dutch was only a guess that the grammar then did not confirm
+        country = grammar.guess_country(text)
+    prob = reported(best)
     alts = []
     for t, p, *_ in sorted(candidates, key=lambda c: (not c[4], -c[1])):  # valid plates first
         if t != text and p >= 1e-4 and all(t != a for a, _ in alts):

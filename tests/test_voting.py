@@ -98,3 +98,27 @@ def test_a_confidently_read_foreign_plate_is_not_made_dutch_by_two_unsure_reads(
                        char_confidences=(1.0,) * 5 + (0.02,))
     c = vote([sure] * 8 + [unsure] * 2)
     assert c.text == "MSF956"
+
+
+def test_confident_reads_of_a_foreign_plate_are_not_turned_dutch_by_a_lookalike():
+    # LLL-DDD is no Dutch sidecode; 6 -> G would make it sidecode 5, but three reads saw the 6 clearly
+    reads = [_read("KXD681", (0.99,) * 6)] * 3 + [_read("KX0681", (1.0, 0.72, 0.01, 0.89, 0.85, 0.89))]
+    c = vote(reads, weights=[0.9, 0.95, 1.0, 0.5])
+    assert c.text == "KXD681"
+    assert c.country != "NL" and not c.valid  # not presented as a Dutch plate either
+    # the same look-alike read with doubt in every frame is still settled by the Dutch grammar
+    c = vote([_read("KXD681", (0.99, 0.99, 0.99, 0.6, 0.99, 0.99))] * 3)
+    assert (c.text, c.country, c.valid) == ("KXDG81", "NL", True)
+
+
+def test_an_unsure_dutch_guess_does_not_replace_a_clearly_favoured_foreign_text():
+    # Belgian OJG641 seen far away: most reads give the first character as a very unsure 0, two shorter
+    # reads see an O. The only Dutch reading (0-JG-641) is one the reads barely support: as the
+    # consensus it would come out far below a passage's minimum confidence and the vehicle would be
+    # lost. The clearly favoured text goes out instead.
+    reads = [_read("0JG641", (q,) + (0.99,) * 5) for q in (0.04, 0.08, 0.09, 0.03, 0.02, 0.01)]
+    reads += [_read("OJG64", (0.92, 1.0, 0.99, 1.0, 1.0)), _read("OJG64", (0.88, 1.0, 0.99, 0.99, 0.44))]
+    c = vote(reads)
+    assert (c.text, c.valid) == ("OJG641", False) and c.country != "NL"
+    assert c.confidence > 0.9
+
