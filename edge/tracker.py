@@ -19,8 +19,9 @@ When passages are emitted (the decision the matcher relies on):
 - otherwise when the track has been gone for `close_after_s`, or at `flush()` (end of a replay),
   provided it has at least `min_frames` observations and its consensus reaches `min_confidence`
   and `min_chars`.
-A passage whose text is the text, or a part, of a passage out less than `rejoin_s` ago is not
-sent again: the same vehicle, or its plate cut by the frame edge as it leaves.
+A passage whose text is the text, or a part (see `is_fragment`), of a passage out less than `rejoin_s`
+ago, or of a longer and likely enough read of a track still open, is not sent: the same vehicle, or
+its plate cut by the frame edge as it leaves or half hidden behind another vehicle.
 
 Call `update` for every frame the pipeline processes, with an empty list when the detector ran and
 found nothing. When `settled` is True (every open track silent) and nothing moved, the pipeline may
@@ -127,6 +128,25 @@ def edit_distance(a: str, b: str) -> int:
             cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
         prev = cur
     return prev[-1]
+
+
+def is_fragment(part: str, whole: str) -> bool:
+    """Whether `part` is `whole` or a piece of it: a substring, or (shorter than `whole`) a substring with
+    one character misread, dropped or added. A plate cut by the frame edge or half hidden behind another
+    vehicle is read as such a piece; a different plate of the same length must not count, so only an
+    exact match may be as long as `whole`."""
+    if part in whole:
+        return True
+    if len(part) >= len(whole) or len(part) < 3:
+        return False
+    # edit distance from part to the best-matching substring of whole (free start and end in whole)
+    prev = [0] * (len(whole) + 1)
+    for i, ca in enumerate(part, 1):
+        cur = [i]
+        for j, cb in enumerate(whole, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return min(prev) <= 1
 
 
 def _overlap_of_smaller(a, b) -> float:
@@ -443,11 +463,14 @@ class PassageTracker:
             return None
         horizon = self._now_ms - self.cfg.rejoin_s * 1000
         # the same plate again, or a part of it (the plate cut by the frame edge as the vehicle leaves)
-        if any(c.text in text and ms >= horizon for text, ms in self._recent):
+        if any(is_fragment(c.text, text) and ms >= horizon for text, ms in self._recent):
             return None
-        if any(o is not t and o.emitted and o.consensus is not None and c.text in o.consensus.text
-               for o in self._tracks):
-            return None  # a split of a track whose passage is already out
+        for o in self._tracks:  # a split of another track that is still open: the same plate, partly hidden
+            oc = o.consensus
+            if o is t or oc is None or not is_fragment(c.text, oc.text):
+                continue
+            if o.emitted or (len(oc.text) > len(c.text) and oc.confidence >= self.cfg.min_confidence):
+                return None
         if t.replaces and edit_distance(t.replaces, c.text) <= 1:
             return None  # the contradicting read was a misread: still the vehicle already reported
         return self._passage(t, c)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from edge.tracker import PassageTracker, TrackerConfig, edit_distance
+from edge.tracker import PassageTracker, TrackerConfig, edit_distance, is_fragment
 from tracker_sim import Noise, SimCar, frame_at, noisy_read, random_nl_plate, run, detection
 from edge.types import Observation, PlateRead
 
@@ -326,3 +326,36 @@ def test_plate_cut_by_the_frame_edge_after_its_passage_gives_no_second_passage()
     # a different plate in the same place is still its own passage
     frames = [(i, 600 + 3 * (i - 60), 300, 100, _read("KX123B", 0.999)) for i in range(60, 68)]
     assert [p.text for p in _feed(tracker, frames) + tracker.flush()] == ["KX123B"]
+
+
+def test_is_fragment():
+    assert is_fragment("PS92", "PS924J") and is_fragment("PS924J", "PS924J")
+    assert is_fragment("X26BD", "X267BD")  # cut plate with a character lost on the way
+    assert is_fragment("SK97", "207XSK97")
+    assert not is_fragment("X268BD", "X267BD")  # same length, one character apart: another plate
+    assert not is_fragment("KX123B", "PS924J") and not is_fragment("AC", "XABY")
+
+
+def test_cut_plate_read_with_a_dropped_character_gives_no_second_passage():
+    """X267BD's passage is out; the plate leaving at the frame edge is read X26BD (not a plain part)."""
+    tracker = PassageTracker(TrackerConfig())
+    frames = [(i, 200 + 10 * i, 300, 100, _read("X267BD", 0.999)) for i in range(8)]
+    frames += [(i, 0, 0, 0, None) for i in range(8, 30)]
+    frames += [(i, 600 + 3 * (i - 30), 300, 60, _read("X26BD", 0.95)) for i in range(30, 36)]
+    out = _feed(tracker, frames) + tracker.flush()
+    assert [p.text for p in out] == ["X267BD"]
+
+
+def test_half_hidden_plate_of_a_parked_car_not_yet_reported_gives_no_passage_of_its_own():
+    """A parked foreign plate (no grammar, so it is only reported when it leaves or at the end) is half
+    hidden for a moment by a passing car; the visible part, read as its own short track, is no vehicle."""
+    tracker = PassageTracker(TrackerConfig())
+    frames = []
+    for i in range(60):
+        read = _read("207XSK97", 0.95)
+        if 20 <= i < 26:  # the left half is hidden: the detector boxes the right half, further right
+            frames.append((i, 330, 300, 50, _read("SK97", 0.9)))
+        else:
+            frames.append((i, 300, 300, 110, read))
+    out = _feed(tracker, frames) + tracker.flush()
+    assert [p.text for p in out] == ["207XSK97"]
