@@ -14,11 +14,12 @@ frames/s: frames of the whole video / wall time of the unit's loop on one thread
 gate, detect, recognize, track, dispatch of passages; the publisher runs in its own threads).
 One thread = onnxruntime intra-op threads 1, OMP/OPENBLAS/MKL threads 1, cv2.setNumThreads(1);
 all cores = threads 0 and library defaults. Every run is its own process (fresh sessions, own
-peak memory = VmHWM). Videos: the bundled demo/demo.mp4 (960x540) and a 1920x1080 copy upscaled
-at run time into a temporary folder (never committed). After each video the passages that became
+peak memory = VmHWM). Videos: the bundled demo/demo.mp4 (960x540), a 640x480 copy (cut to 4:3
+around the centre, then scaled) and a 1920x1080 copy upscaled, both written at run time into a
+temporary folder (never committed). After each video the passages that became
 hits are dispatched again one at a time (outbox cool-down 0) to get enough outbox/publish samples.
 
-    .venv/bin/python scripts/bench.py                    # 3 runs each, about 3-5 minutes
+    .venv/bin/python scripts/bench.py                    # 3 runs each, about 5-8 minutes
     .venv/bin/python scripts/bench.py --runs 5 --markdown docs/results/bench.md --json docs/results/bench.json \
         --update-doc docs/performance.md
 """
@@ -333,20 +334,29 @@ def start_broker(work: Path) -> tuple[subprocess.Popen | None, int | None, str]:
     raise SystemExit(f"mosquitto did not start; see {work / 'mosquitto.log'}")
 
 
-def make_1080p(src: Path, dst: Path) -> Path:
-    """The demo video upscaled to 1920x1080 (same frames, same codec), written at run time."""
+def make_copy(src: Path, dst: Path, width: int, height: int) -> Path:
+    """The demo video at width x height (same frames, same codec), written at run time: cut to the
+    target's aspect ratio around the centre, then scaled, so plates keep their shape."""
     import cv2
 
     cap = cv2.VideoCapture(str(src))
     if not cap.isOpened():
         raise SystemExit(f"cannot open {src}")
     fps = cap.get(cv2.CAP_PROP_FPS) or 12.5
-    out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (1920, 1080))
+    out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
     while True:
         ok, img = cap.read()
         if not ok:
             break
-        out.write(cv2.resize(img, (1920, 1080), interpolation=cv2.INTER_CUBIC))
+        h, w = img.shape[:2]
+        if w * height > h * width:  # wider than the target: cut the sides
+            cw = int(round(h * width / height))
+            img = img[:, (w - cw) // 2: (w - cw) // 2 + cw]
+        elif w * height < h * width:  # taller: cut top and bottom
+            ch = int(round(w * height / width))
+            img = img[(h - ch) // 2: (h - ch) // 2 + ch]
+        shrink = img.shape[1] > width
+        out.write(cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC))
     cap.release()
     out.release()
     return dst
@@ -501,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one run in a fresh process
     ap.add_argument("--runs", type=int, default=3, help="runs per video and thread mode (median; at least 3)")
-    ap.add_argument("--videos", default="demo,1080p", help="demo, 1080p, or paths of other videos, comma-separated")
+    ap.add_argument("--videos", default="480p,demo,1080p",
+                    help="480p (the demo cut to 4:3, 640x480), demo, 1080p, or paths of other videos, comma-separated")
     ap.add_argument("--threads", default="1,0", help="onnxruntime thread settings to run (1 = one thread, 0 = all)")
     ap.add_argument("--detector", type=Path, default=ROOT / "models" / "detector.onnx")
     ap.add_argument("--recognizer", type=Path, default=ROOT / "models" / "recognizer.onnx")
@@ -529,9 +540,12 @@ def main(argv: list[str] | None = None) -> int:
             v = v.strip()
             if v == "demo":
                 videos["demo 960x540"] = DEMO / "demo.mp4"
+            elif v == "480p":
+                print("[bench] writing the 640x480 video", file=sys.stderr, flush=True)
+                videos["demo 4:3 640x480"] = make_copy(DEMO / "demo.mp4", work / "demo_480p.mp4", 640, 480)
             elif v == "1080p":
                 print("[bench] writing the 1080p video", file=sys.stderr, flush=True)
-                videos["demo upscaled 1920x1080"] = make_1080p(DEMO / "demo.mp4", work / "demo_1080p.mp4")
+                videos["demo upscaled 1920x1080"] = make_copy(DEMO / "demo.mp4", work / "demo_1080p.mp4", 1920, 1080)
             else:
                 if not Path(v).exists():
                     raise SystemExit(f"--videos: {v} not found")

@@ -58,6 +58,8 @@ sys.path.insert(0, str(ROOT))
 
 from detector_train.sets import openalpr_split  # noqa: E402  (the detector's own held-out rule)
 
+from edge.config import DetectionConfig  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data"
 DETECT_SETS = ("detect/uc3m", "detect/ro_dashcam", "detect/openalpr_us_br")
 OCR_SETS = ("ocr/uc3m", "ocr/openalpr_eu2", "ocr/openalpr_br")
@@ -368,7 +370,9 @@ def evaluate_videos(videos: Sequence[Path], detector, recognizer) -> list[dict]:
             raise FileNotFoundError(f"{video}: no truth file {video.with_suffix('.json').name} or "
                                     f"{video.stem}_truth.json beside it")
         truth = json.loads(truth_path.read_text())
-        pipe = build_pipeline(detector, recognizer, tracking=TrackerConfig(), motion=MotionConfig())
+        det = DetectionConfig()  # the unit's defaults: boxes under min_plate_width px are not read at all
+        pipe = build_pipeline(detector, recognizer, tracking=TrackerConfig(), motion=MotionConfig(),
+                              min_score=det.min_score, min_plate_width=det.min_plate_width)
         t0 = time.perf_counter()
         r = score(run_video(video, pipe), truth)
         n = r.passages - r.spurious
@@ -456,7 +460,9 @@ def build_report(results: list[SetResult], videos: list[dict], worst: int, heade
                   "plates read in frames", "end-to-end exact"], crow)
 
     if videos:
-        md += ["", "**Rendered passage videos** (full pipeline with tracker and voting)", ""]
+        d = DetectionConfig()
+        md += ["", "**Rendered passage videos** (full pipeline with tracker and voting, the unit's defaults: "
+               f"detector score >= {d.min_score}, plates under {d.min_plate_width} px wide not read)", ""]
         md += _table(["video", "frames", "vehicles", "exactly one passage", "missed", "duplicates", "spurious",
                       "read correctly"],
                      [(v["video"], v["frames"], f"{v['vehicles']} (+{v['optional']} barely visible)",
