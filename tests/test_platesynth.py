@@ -77,8 +77,10 @@ def test_austrian_arms_sit_between_district_and_number():
     starts the number ("W [arms] 1 / 518 B"); some two-row plates are rendered with such a top row."""
     from platesynth.render import _furnish
 
-    assert _furnish("W 1", "AT", "two_row") == ("W # 1", ["at"])
-    assert _furnish("W", "AT", "two_row") == ("W #", ["at"])
-    assert _furnish("W 1518B", "AT", "one_row") == ("W # 1518B", ["at"])
+    assert _furnish("W 1", "AT", "two_row") == ("W # 1", ["vienna"])  # Vienna: its own arms
+    assert _furnish("W", "AT", "two_row") == ("W #", ["vienna"])
+    assert _furnish("W 1518B", "AT", "one_row") == ("W # 1518B", ["vienna"])
+    assert _furnish("WL 47", "AT", "two_row") == ("WL # 47", ["at"])
+    assert _furnish("GU", "AT", "two_row") == ("GU #", ["at"])
     tops = [render_plate(np.random.default_rng([4, i]), "AT", layout="two_row").rows[0] for i in range(40)]
     assert any(" " in t for t in tops) and any(" " not in t for t in tops)

@@ -216,7 +216,8 @@ def _shield_pts(cx: float, cy: float, r: float) -> np.ndarray:
 def _crest(rng: np.random.Generator, canvas: np.ndarray, x0: int, x1: int, cy: float, size: float, kind: str) -> None:
     """The furniture a country prints next to the characters (never part of the text).
 
-    kind: "at" state coat of arms (shield, often red-white-red, with a figure), "ch" the Swiss
+    kind: "at" state coat of arms (shield, often red-white-red, with a figure), "vienna" Vienna's (a
+    white cross right across a red shield; Vienna plates are the most common Austrian ones), "ch" the Swiss
     shield, "canton" a cantonal shield, "it" the province box (yellow circle over a small
     province code), "de" the two round seals stacked (registration seal over the inspection sticker).
     """
@@ -256,7 +257,7 @@ def _crest(rng: np.random.Generator, canvas: np.ndarray, x0: int, x1: int, cy: f
     else:
         k = int(rng.integers(4))
         c1, c2 = (colours[i] for i in rng.choice(len(colours), 2, replace=False))
-        if kind == "at" and k == 0:  # red-white-red
+        if kind in ("at", "vienna") and k == 0:  # red-white-red
             c1, c2 = red, white
         cv2.fillPoly(canvas, [ipts], c1, cv2.LINE_AA, shift=2)
         mask = np.zeros(canvas.shape[:2], np.uint8)
@@ -273,7 +274,15 @@ def _crest(rng: np.random.Generator, canvas: np.ndarray, x0: int, x1: int, cy: f
                             max(int(r * rng.uniform(0.05, 0.2)), 1)), float(rng.uniform(0, 180)), 0, 360, 255, -1)
         sel = (part > 0) & (mask > 0)
         canvas[sel] = c2
-        if rng.random() < 0.4:  # a crown or helmet on top
+        crown = rng.random() < 0.4
+        if kind == "vienna":  # Vienna's own arms: a white cross right across a red shield (same draws as "at")
+            cv2.fillPoly(canvas, [ipts], red, cv2.LINE_AA, shift=2)
+            bar = r * 0.17
+            cross = np.zeros_like(mask)
+            cv2.rectangle(cross, (int(cx - bar), int(cy - r * 1.1)), (int(cx + bar), int(cy + r * 1.1)), 255, -1)
+            cv2.rectangle(cross, (int(cx - r), int(cy - r * 0.2 - bar)), (int(cx + r), int(cy - r * 0.2 + bar)), 255, -1)
+            canvas[(cross > 0) & (mask > 0)] = white
+        elif crown:  # a crown or helmet on top
             cv2.rectangle(canvas, (int(cx - r * 0.5), int(cy - r * 1.25)), (int(cx + r * 0.5), int(cy - r * 0.95)),
                           (235, 190, 40), -1)
     cv2.polylines(canvas, [ipts], True, dark, max(int(r * 0.08), 1), cv2.LINE_AA, shift=2)
@@ -306,13 +315,15 @@ def _furnish(row: str, country: str, layout: str) -> tuple[str, list[str]]:
     plates: on the top row."""
     if country == "AT" and " " in row:  # the state arms sit between the district and the number
         i = row.index(" ")
-        return row[:i] + " # " + row[i + 1:], ["at"]
+        return row[:i] + " # " + row[i + 1:], ["vienna" if row[:i] == "W" else "at"]
     if layout == "one_row":
         if country == "CH":
             return "# " + row + " #", ["ch", "canton"]
         return row, []
     kinds: list[str] = []
     for kind, where in _FURNITURE.get(country, ()):
+        if kind == "at" and row == "W":
+            kind = "vienna"
         if where == "start":
             row, kinds = "# " + row, [kind] + kinds
         else:
