@@ -475,15 +475,18 @@ def report(results: dict, info: dict, header: dict) -> str:
            "Stage figures are medians per call: decode per frame, detect per frame the motion gate let "
            "through, recognize per plate read, track per frame, match per passage, outbox per hit (message with "
            "crop + durable put), publish per hit (outbox put to broker PUBACK on loopback).", ""]
-    md += ["| video | threads | frames | detector runs | plate reads (skipped) | passages (hits) | "
+    md += ["| video | threads | frames | detector runs (frames that skipped detection) | plate reads (skipped, "
+           "share of detections not read) | passages (hits) | "
            "per frame ms: decode + detect + recognize + track | frames/s of each run | CPU cores used | "
            "load avg at each start |",
            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key, r in results.items():
         video, mode = key.split("|")
         pf = r["per_frame_ms"]
-        md.append(f"| {video} | {mode} | {r['frames']} | {r['detect_frames']} | {r['reads']} ({r['skipped_reads']}) "
-                  f"| {r['passages']} ({r['hit_passages']}) | {_f(pf['decode'], 2)} + {_f(pf['detect'], 2)} + "
+        skip_det = 1 - r["detect_frames"] / max(r["frames"], 1)
+        skip_read = r["skipped_reads"] / max(r["reads"] + r["skipped_reads"], 1)
+        md.append(f"| {video} | {mode} | {r['frames']} | {r['detect_frames']} ({skip_det:.0%}) | {r['reads']} "
+                  f"({r['skipped_reads']}, {skip_read:.0%}) | {r['passages']} ({r['hit_passages']}) | {_f(pf['decode'], 2)} + {_f(pf['detect'], 2)} + "
                   f"{_f(pf['recognize'], 2)} + {_f(pf['track'], 2)} | {', '.join(_f(x) for x in r['fps_runs'])} | "
                   f"{_f(r['cpu_cores_used'], 2)} | {', '.join(_f(x, 2) for x in r['load_runs'])} |")
     # Raspberry Pi 5 estimate from the one-thread figures

@@ -148,3 +148,21 @@ def test_run_on_real_frames_and_crops_reports_what_its_records_say(model_paths, 
         max(0, ev.visible(c.text) - ev.text_distance(c.text, r.text)) for c, r in zip(crops, reads))
     assert set(data["countries"]) >= {"RO"} | {c.country for c in crops}
     assert "| detect/ro_dashcam | val (sequences) | 6 |" in md.read_text()
+
+
+def test_bench_report_prints_the_share_of_frames_and_detections_that_skipped_work():
+    """Issue 5: the benchmark prints how much detection and recognition the motion gate and the
+    tracker saved, per video and thread mode (checked on the committed output of a real run)."""
+    import bench
+
+    data = json.loads((ROOT / "docs" / "results" / "bench.json").read_text())
+    md = bench.report(data["results"], data["machine"], data["header"])
+    for key, r in data["results"].items():
+        video, mode = key.split("|")
+        skip_det = 1 - r["detect_frames"] / r["frames"]
+        skip_read = r["skipped_reads"] / (r["reads"] + r["skipped_reads"])
+        row = next(line for line in md.splitlines()
+                   if line.startswith(f"| {video} | {mode} | {r['frames']} |"))
+        assert f"{r['detect_frames']} ({skip_det:.0%})" in row
+        assert f"({r['skipped_reads']}, {skip_read:.0%})" in row
+    assert any("640x480" in k for k in data["results"]) and any("1920x1080" in k for k in data["results"])
