@@ -186,6 +186,7 @@ class _Track:
     frames: int = 0
     misses: int = 0  # processed frames in a row without this track
     since_read: int = 0  # frames since the last read
+    doubt: int = 0  # reads in a row that contradict the text of this silent track (another plate?)
     reads: list[tuple[PlateRead, float]] = field(default_factory=list)  # (read, weight), best max_reads kept
     n_reads: int = 0  # reads with text so far
     read_box: tuple[float, float, float, float] | None = None  # box at the last read with text
@@ -249,7 +250,10 @@ class PassageTracker:
         """Extra cost from text (0 when unknown); None when a read contradicts a track's fairly sure text.
 
         A veto keeps a neighbouring car from taking over a track, and tells a silent track that the
-        plate at its spot changed (the next car pulled up). A wrong veto costs little: the stray
+        plate at its spot changed (the next car pulled up). An unsure read does not veto, but it puts
+        a silent track in doubt: it is read on every frame again, and a second contradicting read in
+        a row vetoes however unsure it is (a new plate, first seen small, that a silent track picked
+        up after a gap would otherwise be swallowed). A wrong veto costs little: the stray
         read starts a short track that stays below min_frames, or gets the same text and is kept
         silent as a duplicate.
         """
@@ -260,8 +264,8 @@ class PassageTracker:
         sure = t.emitted or (t.consensus.confidence >= 0.9
                              and sum(r.text == t.consensus.text for r, _ in t.reads) >= 2)
         per_char = max(read.confidence, 0.0) ** (1 / len(read.text))  # long plates have lower whole-plate scores
-        if sure and d > self.cfg.text_match_distance and per_char >= _VETO_CHAR_CONFIDENCE:
-            return None
+        if sure and d > self.cfg.text_match_distance and (per_char >= _VETO_CHAR_CONFIDENCE or t.doubt):
+            return None  # an unsure read may veto too when the read before it contradicted the silent track
         return 0.3 * min(d, 3)
 
     def wants_read(self, detection: Detection, frame: Frame) -> bool:
@@ -279,6 +283,8 @@ class PassageTracker:
             return True
         if not t.emitted and t.n_reads < self.cfg.max_reads:
             return True
+        if t.doubt:
+            return True  # its last read said another plate: read until that is settled either way
         # silent, or read max_reads times without getting confident (an unreadable parked plate)
         return t.since_read + 1 >= self.cfg.reread_every
 
@@ -405,6 +411,9 @@ class PassageTracker:
         t.since_read = 0
         if not obs.read.text:
             return
+        if t.emitted and t.consensus is not None:
+            far = edit_distance(obs.read.text, t.consensus.text) > self.cfg.text_match_distance
+            t.doubt = t.doubt + 1 if far else 0
         fw = self.cfg.full_weight_width
         weight = 1.0 if fw <= 0 else min(1.0, max(1 / 3, w / fw))
         if t.read_box is not None and _moved(t.read_box, det.box) < self.cfg.static_move:

@@ -359,3 +359,17 @@ def test_half_hidden_plate_of_a_parked_car_not_yet_reported_gives_no_passage_of_
             frames.append((i, 300, 300, 110, read))
     out = _feed(tracker, frames) + tracker.flush()
     assert [p.text for p in out] == ["207XSK97"]
+
+
+def test_a_silent_track_does_not_swallow_a_new_plate_read_unsure_at_first():
+    """2920TZ leaves (receding, passage out); after a gap a new plate comes up nearby, first read as
+    unsure garbage, then clearly BOG307: it must get its own passage, not feed the silent track."""
+    tracker = PassageTracker(TrackerConfig())
+    frames = [(i, 370 - 2 * i, 310 - 4 * i, 60 - i, _read("2920TZ", 0.999)) for i in range(12)]
+    frames += [(i, 0, 0, 0, None) for i in range(12, 20)]  # gone for 0.8 s
+    unsure = {20, 21, 22, 30}  # far and small at first; blurred at the silent track's next re-read
+    frames += [(i, 270 - 8 * (i - 20), 245 + 10 * (i - 20), 45 + 3 * (i - 20),
+                _read("BD53LD", 0.01) if i in unsure else _read("BOG307", 0.99)) for i in range(20, 34)]
+    frames += [(i, 0, 0, 0, None) for i in range(34, 60)]
+    out = _feed(tracker, frames) + tracker.flush()
+    assert sorted(p.text for p in out) == ["2920TZ", "BOG307"]
