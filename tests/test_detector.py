@@ -144,3 +144,25 @@ def test_bad_input_is_named(detector):
 def test_missing_or_wrong_model_is_a_clear_error(tmp_path):
     with pytest.raises(ModelContractError, match="not found"):
         PlateDetector(tmp_path / "nope.onnx")
+
+
+def test_int8_copy_finds_the_same_plates_as_the_float_model(detector, shared_data):
+    """models/detector-int8.onnx (scripts/quantize_detector.py, calibrated on training frames only) is a
+    drop-in choice for models.detector: on real validation frames it finds the float model's plates."""
+    int8 = PlateDetector(MODELS / "detector-int8.onnx", threads=1)
+    assert int8.version == detector.version + "-int8"
+    assert (int8.long_side, int8.stride) == (detector.long_side, detector.stride)
+    frames = _val_frames(shared_data, "ro_dashcam", min_width=50)[:30]
+    truth = same = 0
+    for path, boxes in frames:
+        img = cv2.imread(str(path))
+        ref = [d for d in detector.detect(img) if d.score >= 0.4]
+        got = [d for d in int8.detect(img) if d.score >= 0.4]
+        for box in boxes:
+            r = _found(ref, box)
+            if r is None:
+                continue
+            truth += 1
+            g = _found(got, box)
+            same += g is not None and _iou(g.box, r.box) >= 0.8
+    assert truth >= 20 and same >= 0.95 * truth, f"{same} of {truth} plates found alike"
