@@ -52,7 +52,14 @@ class Broker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {(self.workdir / 'mosquitto.log').read_text()}")
+                text = (self.workdir / "mosquitto.log").read_text()
+                # a restart on the same port can find it still held for a moment (the old broker's
+                # socket, or another process's short-lived connection): try again until the deadline
+                if text.rstrip().endswith("Address already in use") and time.monotonic() + 0.3 < deadline:
+                    time.sleep(0.2)
+                    self.proc = subprocess.Popen([_mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=log)
+                    continue
+                raise RuntimeError(f"mosquitto exited: {text}")
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):
                     return
