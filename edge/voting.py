@@ -254,8 +254,8 @@ def vote(reads: Sequence[PlateRead], weights: Sequence[float] | None = None, *,
     best = valid[0] if valid else top
     # ... unless the reads leave that plate itself unsure while they favour another text clearly (a
     # foreign plate whose look-alike happens to fit a sidecode): a doubtful Dutch guess would be
-    # dropped as unreadable, while the favoured text still reaches the matcher (with the guess
-    # among its alternatives)
+    # dropped as unreadable, while the favoured text still reaches the matcher (the guess stays
+    # among its alternatives unless the reads make it far less likely still)
     if best is not top and reported(best) < _KEEP_SHARE * reported(top):
         best = top
     text, _, chars, country, ok, nl_prob = best
