@@ -81,7 +81,7 @@ class PlateDetector:
             mask = np.zeros(image.shape[:2], np.uint8)
             cv2.fillPoly(mask, [np.round(poly - (x1, y1)).astype(np.int32)], 255)
             image[mask == 0] = self.pad_value
-        x, k = self._letterbox(image)
+        x, k = self.letterbox(image)
         heat, reg = self.session.run(None, {self.input_name: x})
         dets = self._decode(heat[0, 0], reg[0], k)
         out = []
@@ -102,7 +102,9 @@ class PlateDetector:
                                  score=float(score)))
         return out
 
-    def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+    def letterbox(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """The model input for a BGR image (1 x C x H x W float32) and the scale applied to it; public so
+        that tools feeding the model directly (int8 calibration) prepare frames exactly as serving does."""
         h, w = image.shape[:2]
         k = min(self.long_side / max(h, w), self.max_upscale)
         nw, nh = max(int(round(w * k)), 1), max(int(round(h * k)), 1)

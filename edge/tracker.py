@@ -119,15 +119,21 @@ def _moved(a, b) -> float:
     return max(abs(bx - ax), abs(by - ay), abs(_width(b) - wa)) / wa
 
 
-def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (plates are short, so the simple table is fast enough)."""
-    prev = list(range(len(b) + 1))
+def _last_row(a: str, b: str, free_start: bool) -> list[int]:
+    """Last row of the edit-distance table of a against b: entry j is the cost of turning a into
+    b[:j], or (free_start) into a substring of b ending at j. Plates are short: the plain table is fast."""
+    prev = [0] * (len(b) + 1) if free_start else list(range(len(b) + 1))
     for i, ca in enumerate(a, 1):
         cur = [i]
         for j, cb in enumerate(b, 1):
             cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
         prev = cur
-    return prev[-1]
+    return prev
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance."""
+    return _last_row(a, b, free_start=False)[-1]
 
 
 def is_fragment(part: str, whole: str) -> bool:
@@ -140,13 +146,7 @@ def is_fragment(part: str, whole: str) -> bool:
     if len(part) >= len(whole) or len(part) < 3:
         return False
     # edit distance from part to the best-matching substring of whole (free start and end in whole)
-    prev = [0] * (len(whole) + 1)
-    for i, ca in enumerate(part, 1):
-        cur = [i]
-        for j, cb in enumerate(whole, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return min(prev) <= 1
+    return min(_last_row(part, whole, free_start=True)) <= 1
 
 
 def _overlap_of_smaller(a, b) -> float:

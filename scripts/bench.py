@@ -486,8 +486,9 @@ def report(results: dict, info: dict, header: dict) -> str:
         skip_det = 1 - r["detect_frames"] / max(r["frames"], 1)
         skip_read = r["skipped_reads"] / max(r["reads"] + r["skipped_reads"], 1)
         md.append(f"| {video} | {mode} | {r['frames']} | {r['detect_frames']} ({skip_det:.0%}) | {r['reads']} "
-                  f"({r['skipped_reads']}, {skip_read:.0%}) | {r['passages']} ({r['hit_passages']}) | {_f(pf['decode'], 2)} + {_f(pf['detect'], 2)} + "
-                  f"{_f(pf['recognize'], 2)} + {_f(pf['track'], 2)} | {', '.join(_f(x) for x in r['fps_runs'])} | "
+                  f"({r['skipped_reads']}, {skip_read:.0%}) | {r['passages']} ({r['hit_passages']}) | "
+                  f"{_f(pf['decode'], 2)} + {_f(pf['detect'], 2)} + {_f(pf['recognize'], 2)} + {_f(pf['track'], 2)} | "
+                  f"{', '.join(_f(x) for x in r['fps_runs'])} | "
                   f"{_f(r['cpu_cores_used'], 2)} | {', '.join(_f(x, 2) for x in r['load_runs'])} |")
     # Raspberry Pi 5 estimate from the one-thread figures
     lo, hi = PI5_CORE_RATIO_RANGE

@@ -361,6 +361,7 @@ def evaluate_videos(videos: Sequence[Path], detector, recognizer) -> list[dict]:
     from edge.factory import build_pipeline
     from edge.motion import MotionConfig
     from edge.tracker import TrackerConfig
+    det = DetectionConfig()  # the unit's defaults: boxes under min_plate_width px are not read at all
     out = []
     for video in videos:
         truth_path = video.with_suffix(".json")
@@ -370,7 +371,6 @@ def evaluate_videos(videos: Sequence[Path], detector, recognizer) -> list[dict]:
             raise FileNotFoundError(f"{video}: no truth file {video.with_suffix('.json').name} or "
                                     f"{video.stem}_truth.json beside it")
         truth = json.loads(truth_path.read_text())
-        det = DetectionConfig()  # the unit's defaults: boxes under min_plate_width px are not read at all
         pipe = build_pipeline(detector, recognizer, tracking=TrackerConfig(), motion=MotionConfig(),
                               min_score=det.min_score, min_plate_width=det.min_plate_width)
         t0 = time.perf_counter()

@@ -9,7 +9,8 @@ out by glare, two vehicles at once, stop-and-go, a vehicle parked for the whole 
 
 Backgrounds: real frames from ../shared/data/detect/ro_dashcam (MIT) with their labelled plates,
 and any plate the committed detector still finds, blurred out (test videos, never committed), or a
-procedural road (the committed demo video, see scripts/make_demo_video.py). Every video gets a ground-truth JSON beside it:
+procedural road (the committed demo video, see scripts/make_demo_video.py). Every video gets a
+ground-truth JSON beside it:
 
     {"fps", "width", "height", "frames", "vehicles": [{"text", "country", "formatted",
       "first_frame", "last_frame", "direction", "parked"}]}

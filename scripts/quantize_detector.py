@@ -61,7 +61,7 @@ def quantize(src: Path, dst: Path, frames: list[Path], size: tuple[int, int] = (
                 img = cv2.imread(str(f))
                 if img is None:
                     continue
-                x, _ = det._letterbox(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
+                x, _ = det.letterbox(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
                 return {det.input_name: x}
             return None
 

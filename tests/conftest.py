@@ -48,7 +48,11 @@ class Broker:
             + self.extra_conf
         )
         log = open(self.workdir / "mosquitto.log", "ab")
-        self.proc = subprocess.Popen([_mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=log)
+
+        def launch() -> subprocess.Popen:
+            return subprocess.Popen([_mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=log)
+
+        self.proc = launch()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -57,7 +61,7 @@ class Broker:
                 # socket, or another process's short-lived connection): try again until the deadline
                 if text.rstrip().endswith("Address already in use") and time.monotonic() + 0.3 < deadline:
                     time.sleep(0.2)
-                    self.proc = subprocess.Popen([_mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=log)
+                    self.proc = launch()
                     continue
                 raise RuntimeError(f"mosquitto exited: {text}")
             try:

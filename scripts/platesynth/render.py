@@ -280,7 +280,8 @@ def _crest(rng: np.random.Generator, canvas: np.ndarray, x0: int, x1: int, cy: f
             bar = r * 0.17
             cross = np.zeros_like(mask)
             cv2.rectangle(cross, (int(cx - bar), int(cy - r * 1.1)), (int(cx + bar), int(cy + r * 1.1)), 255, -1)
-            cv2.rectangle(cross, (int(cx - r), int(cy - r * 0.2 - bar)), (int(cx + r), int(cy - r * 0.2 + bar)), 255, -1)
+            ybar = cy - r * 0.2
+            cv2.rectangle(cross, (int(cx - r), int(ybar - bar)), (int(cx + r), int(ybar + bar)), 255, -1)
             canvas[(cross > 0) & (mask > 0)] = white
         elif crown:  # a crown or helmet on top
             cv2.rectangle(canvas, (int(cx - r * 0.5), int(cy - r * 1.25)), (int(cx + r * 0.5), int(cy - r * 0.95)),
