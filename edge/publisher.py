@@ -290,10 +290,8 @@ class Publisher:
             except (RuntimeError, ValueError):
                 pass
         self.outbox.off_put(self.notify)
-        self._stop.set()
+        self._stop.set()  # the network thread sends DISCONNECT itself: it is the only one that writes
         self._wake.set()
-        if client is not None:
-            client.disconnect()
         for t in self._threads:
             t.join(max(0.1, deadline - time.monotonic()) + 2.0)
         self._threads = []
@@ -321,6 +319,11 @@ class Publisher:
         c.on_disconnect = lambda cl, ud, flags, rc, props: self._on_disconnect(gen, rc)
         c.on_publish = lambda cl, ud, mid, rc, props: self._on_publish(gen, mid, rc)
         c.on_log = self._on_log
+        # Only the network thread may write to the socket. Without an event loop registered, paho's
+        # publish() writes from the calling thread too, racing the network thread's own writes:
+        # packets left out of order, and a partial write could be spliced into another packet.
+        # With this hook set, publish() only queues and wakes the network thread's select().
+        c.on_socket_register_write = lambda client, userdata, sock: None
         self.stats.protocol = "5" if self._use_v5 else "3.1.1"
         return c
 
@@ -397,6 +400,7 @@ class Publisher:
             was_up = self._state.connected
             self._state.connected = False
             if self._stop.is_set():
+                self._say_goodbye(client)
                 break
             try:
                 client.disconnect()
@@ -436,6 +440,15 @@ class Publisher:
             if self._sleep(backoff * random.uniform(0.5, 1.0)):  # jitter: a fleet must not reconnect in step
                 break
             backoff = min(backoff * 2, self.cfg.reconnect_max_s)
+
+    @staticmethod
+    def _say_goodbye(client: mqtt.Client) -> None:
+        """A clean DISCONNECT, so the broker drops the will instead of publishing it."""
+        try:
+            client.disconnect()
+            client.loop_write()
+        except Exception:  # noqa: BLE001 - the socket may already be gone; the will then says offline
+            pass
 
     def _fail(self, message: str) -> None:
         if message != self._state.last_error:

@@ -443,3 +443,26 @@ def test_config_checks_topics_and_paths(tmp_path):
     assert cfg.tls.cert == Path("/abs/c.pem") and cfg.tls.key == tmp_path / "k.key"
     assert cfg.effective_port == 8883 and MqttConfig(host="h").effective_port == 1883
     assert all(f.description for f in MqttConfig.model_fields.values())
+
+
+def test_order_holds_under_concurrent_publishing(pbroker, tmp_path):
+    """Hits leave in outbox order while acks, heartbeats and new hits all keep the client busy.
+
+    paho's publish() wrote to the socket from the calling thread while the network thread wrote
+    too; a packet one thread had taken off the queue could be overtaken by the other's (CI saw hit
+    11 arrive before hit 10; on the old code this test fails about one run in fifteen).
+    """
+    col = Collector(pbroker.port)
+    ob = Outbox(tmp_path / "o.sqlite")
+    pub = Publisher(cfg_for(pbroker.port, max_inflight=50, heartbeat_s=0.01), ob, "unit-1", lambda: {})
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often so the race shows up in a short test
+    pub.start()
+    try:
+        ids = put_hits(ob, 1000, pub)
+        assert wait_for(lambda: ob.depth() == 0 and col.unique() >= set(ids), timeout=60)
+        assert col.ids[:1000] == ids
+    finally:
+        sys.setswitchinterval(old)
+        pub.stop()
+        col.close()
