@@ -123,6 +123,25 @@ def test_roi_limits_the_search_and_keeps_original_coordinates(detector, shared_d
     assert _found(detector.detect(img, roi=away), b, 0.1) is None, "plate outside the region of interest reported"
 
 
+def test_model_input_is_the_contracts_normalisation_of_the_letterboxed_frame(detector, shared_data):
+    """letterbox() scales channels itself (fast path); it must equal the plain formula from the
+    model's metadata: RGB order, (pixel - mean) / std, padded with pad_value to a multiple."""
+    frame = cv2.imread(str(_val_frames(shared_data, "ro_dashcam", 0)[0][0]))
+    for w, h in ((640, 480), (333, 251)):
+        img = cv2.resize(frame, (w, h))
+        x, k = detector.letterbox(img)
+        nw, nh = round(w * k), round(h * k)
+        m = detector.multiple
+        assert x.shape == (1, 3, -(-nh // m) * m, -(-nw // m) * m) and x.dtype == np.float32
+        small = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if k < 0.5 else cv2.INTER_LINEAR)
+        canvas = np.full((x.shape[2], x.shape[3], 3), detector.pad_value, np.uint8)
+        canvas[:nh, :nw] = small
+        c = detector.contract
+        rgb = (canvas[:, :, ::-1] if detector.rgb else canvas).astype(np.float64) / 255.0
+        want = ((rgb - np.asarray(c.mean)) / np.asarray(c.std)).transpose(2, 0, 1)[None]
+        assert np.abs(x - want).max() < 1e-4
+
+
 def test_plain_frames_give_no_plates(detector):
     gray = np.full((480, 640, 3), 120, np.uint8)
     noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
