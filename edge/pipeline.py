@@ -12,6 +12,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from edge.redact import evidence_frame
 from edge.types import Detection, Frame, Observation, Passage, PlateRead, Point
 
 
@@ -111,10 +112,8 @@ class Pipeline:
 
     def _observe(self, frame: Frame) -> list[Observation]:
         t0 = time.perf_counter()
-        detections = [
-            d for d in self.detector.detect(frame.image, roi=self.roi)
-            if d.score >= self.min_score and (d.box[2] - d.box[0]) >= self.min_plate_width
-        ]
+        found = self.detector.detect(frame.image, roi=self.roi)
+        detections = [d for d in found if d.score >= self.min_score and (d.box[2] - d.box[0]) >= self.min_plate_width]
         t1 = time.perf_counter()
         self.stats.detect_ms += (t1 - t0) * 1000
         self.stats.detections += len(detections)
@@ -131,7 +130,9 @@ class Pipeline:
                 self.stats.skipped_reads += 1
             observations.append(Observation(
                 detection=det, read=read, frame_index=frame.index, mono_ms=frame.mono_ms, utc=frame.utc,
-                crop=crop, frame=frame.image if self.keep_frames and read is not None else None,
+                crop=crop,
+                frame=evidence_frame(frame.image, det, found, self.roi) if self.keep_frames and read is not None
+                else None,
             ))
         return observations
 

@@ -151,3 +151,25 @@ def test_backgrounds_hold_no_plate_the_truth_does_not_list(models, shared_data):
         idx = images.index(name)
         assert [d for d in detector.detect(dashcam_background(idx, 640, 480, LabelsOnly())) if d.score >= 0.4]
         assert not [d for d in detector.detect(dashcam_background(idx, 640, 480)) if d.score >= 0.4]
+
+
+@pytest.mark.slow
+def test_evidence_frames_show_no_other_vehicles_plate(models):
+    """A kept evidence frame goes out with a hit: the unit's own models must find no readable plate
+    in it but the passage's own (the demo's S30VST frame showed another car's RJZ02K at 1.0)."""
+    detector, recognizer = models
+    video = ROOT / "demo" / "demo.mp4"
+    pipe = build_pipeline(*models, tracking=TrackerConfig(), motion=MotionConfig(), keep_frames=True)
+    passages = []
+    for frame in frames_of(video):
+        passages += pipe.process(frame)
+    passages += pipe.finish()
+    framed = [p for p in passages if p.best_frame is not None]
+    assert len(framed) >= 6
+    others = 0
+    for p in framed:
+        for d in detector.detect(p.best_frame):
+            read = recognizer.read(p.best_frame, d.corners)
+            if read.text and read.text != p.text and read.confidence >= 0.2:
+                others += 1
+    assert others == 0, f"{others} other plates readable in {len(framed)} evidence frames"
