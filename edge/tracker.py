@@ -173,6 +173,8 @@ def _one_per_plate(observations: list[Observation]) -> list[Observation]:
     return kept
 
 
+_BEST_TEXTS = 4  # best observation kept per read text, for this many texts (frames can be large)
+
 @dataclass
 class _Track:
     id: int
@@ -192,8 +194,7 @@ class _Track:
     read_box: tuple[float, float, float, float] | None = None  # box at the last read with text
     sizes_first: list[tuple[float, float, float]] = field(default_factory=list)  # (mono_ms, width, centre y)
     sizes_last: deque = field(default_factory=lambda: deque(maxlen=20))  # the same for the latest frames
-    best: Observation | None = None
-    best_score: float = -1.0
+    best: dict[str, tuple[float, Observation]] = field(default_factory=dict)  # text -> best (score, observation)
     consensus: Consensus | None = None
     emitted: bool = False  # its passage is out; the track stays silent until it closes
     replaces: str = ""  # text of the silent track this one took over from (a contradicting read)
@@ -424,8 +425,11 @@ class PassageTracker:
         if len(t.reads) > self.cfg.max_reads:
             t.reads.remove(min(t.reads, key=lambda rw: rw[0].confidence))
         score = obs.read.confidence * min(1.0, w / 200.0) ** 0.25
-        if score > t.best_score:
-            t.best, t.best_score = obs, score
+        text = obs.read.text
+        if text not in t.best or score > t.best[text][0]:
+            t.best[text] = (score, obs)
+            if len(t.best) > _BEST_TEXTS:
+                del t.best[min(t.best, key=lambda k: t.best[k][0])]
         if not t.emitted:
             t.consensus = vote([r for r, _ in t.reads], [w for _, w in t.reads])
 
@@ -495,7 +499,12 @@ class PassageTracker:
         return p
 
     def _passage(self, t: _Track, c: Consensus) -> Passage:
-        best = t.best
+        # the evidence shows what the passage says: the best observation read as the consensus text,
+        # else as the nearest text (a read several characters off may be another vehicle's plate)
+        best = None
+        if t.best:
+            text = min(t.best, key=lambda k: (edit_distance(k, c.text), -t.best[k][0]))
+            best = t.best[text][1]
         return Passage(
             track_id=t.id, text=c.text, formatted=c.formatted, country=c.country, confidence=c.confidence,
             char_confidences=c.char_confidences, alternatives=c.alternatives,

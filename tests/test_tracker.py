@@ -373,3 +373,24 @@ def test_a_silent_track_does_not_swallow_a_new_plate_read_unsure_at_first():
     frames += [(i, 0, 0, 0, None) for i in range(34, 60)]
     out = _feed(tracker, frames) + tracker.flush()
     assert sorted(p.text for p in out) == ["2920TZ", "BOG307"]
+
+
+def test_evidence_crop_is_from_a_read_of_the_passages_own_text():
+    """The crop sent with a hit shows the plate the hit names: a sharper read of another text on the
+    same track (a neighbouring car's plate, or a misread) is not the evidence."""
+    from tracker_sim import detection, frame_at
+
+    tracker = TrackerConfig(min_frames=3)
+    tr = PassageTracker(tracker)
+    passages = []
+    for i in range(12):
+        fr = frame_at(i, 10)
+        text, conf, mark = ("XSNB28", 0.99, 255) if i == 1 else ("XSNB23", 0.8, i)
+        read = PlateRead(text=text, formatted=text, country="NL", confidence=conf, char_confidences=(0.97,) * 6)
+        crop = np.full((20, 90, 3), mark, np.uint8)  # the crop says which read it came from
+        det = detection(100 + 20 * i, 300, 150)
+        passages += tr.update(fr, [Observation(detection=det, read=read, frame_index=i, mono_ms=fr.mono_ms,
+                                               utc=fr.utc, crop=crop)])
+    passages += tr.flush()
+    assert [p.text for p in passages] == ["XSNB23"]
+    assert passages[0].best_crop is not None and int(passages[0].best_crop[0, 0, 0]) != 255
