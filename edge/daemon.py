@@ -80,7 +80,7 @@ class Daemon:
             keep_frames=cfg.evidence.mode in ("frame", "both"),
         )
         self.store = ListStore.from_config(cfg.lists)
-        self.matcher = ListMatcher(self.store, cfg.lists.enabled)
+        self.matcher = ListMatcher(self.store, cfg.lists.enabled, lookalike_below=cfg.lists.lookalike_below)
         if self.outbox is None or self.outbox.path != cfg.outbox.path:
             if self.outbox is not None:
                 self.outbox.close()
@@ -94,7 +94,7 @@ class Daemon:
             return HitIdentity(device=cfg.device.id, camera=cfg.camera.id, site=site, clock_sync=clock_sync_state())
 
         self.dispatcher = HitDispatcher(
-            match=lambda p, now: self.matcher.match(p.text, p.alternatives, p.country, now),
+            match=lambda p, now: self.matcher.match(p.text, p.alternatives, p.country, now, p.char_confidences),
             outbox=self.outbox, identity=identity, versions=self._versions, evidence=cfg.evidence,
             default_topic=cfg.mqtt.hit_topic, min_confidence=cfg.detection.min_read_confidence,
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -152,17 +153,20 @@ def format_plate(text: str, country: str) -> str:
     return t
 
 
-def lookalike_variants(text: str, country: str = "", limit: int = 32) -> list[str]:
+def lookalike_variants(text: str, country: str = "", limit: int = 32,
+                       positions: Collection[int] | None = None) -> list[str]:
     """Texts that differ from `text` only by look-alike characters (0/O/D, 1/I, 2/Z, 5/S, 8/B, 6/G, 4/A).
 
     Fewest substitutions first. For country "NL" only valid Dutch plates are returned, so the list
     matcher can try what a camera may have misread without inventing impossible plates.
+    `positions` (indices into the normalised text) limits the substitutions to those characters.
     """
     t = normalise(text)
     if limit <= 0 or not t:
         return []
     nl_only = country.upper() == "NL"
-    positions = [i for i, c in enumerate(t) if c in _LOOKALIKE]
+    allowed = range(len(t)) if positions is None else set(positions)
+    positions = [i for i, c in enumerate(t) if c in _LOOKALIKE and i in allowed]
     out: list[str] = []
     seen = {t}
     budget = 20000  # candidates examined; bounds the cost for long texts with many look-alikes

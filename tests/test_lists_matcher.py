@@ -43,6 +43,25 @@ def test_exact_alternative_and_lookalike(fleet):
     assert m.match("", [], "", FRIDAY_NOON) == []
 
 
+def test_lookalikes_only_for_doubtful_characters(fleet):
+    """A confidently read plate is not swapped for a listed look-alike: that would report a vehicle
+    that is on no list (the review's case: a sure "G123BB" hitting a listed "6123BB")."""
+    m = ListMatcher(fleet.store_, ["*"], lookalike_below=0.99)
+    sure = (0.999,) * 6
+    assert m.match("XSN823", [], "NL", FRIDAY_NOON, char_confidences=sure) == []
+    doubtful = (0.999, 0.999, 0.999, 0.62, 0.999, 0.999)  # the "8" was a close call
+    look = m.match("XSN823", [], "NL", FRIDAY_NOON, char_confidences=doubtful)
+    assert ids(look) == ["stolen", "tax"] and look[0].match_type == "lookalike" and look[0].matched_text == "XSNB23"
+    other_doubt = (0.62, 0.999, 0.999, 0.999, 0.999, 0.999)  # doubt elsewhere does not open the "8"
+    assert m.match("XSN823", [], "NL", FRIDAY_NOON, char_confidences=other_doubt) == []
+    assert ids(m.match("XSNB23", [], "NL", FRIDAY_NOON, char_confidences=sure)) == ["stolen", "tax"]  # exact
+    assert ListMatcher(fleet.store_, ["*"], lookalike_below=1.0).match(
+        "XSN823", [], "NL", FRIDAY_NOON, char_confidences=sure)  # 1.0: every character may be a look-alike
+    assert ListMatcher(fleet.store_, ["*"], lookalike_below=0.0).match(
+        "XSN823", [], "NL", FRIDAY_NOON, char_confidences=(0.1,) * 6) == []  # 0: no look-alikes at all
+    assert plate_variants("XSN823", [], "NL", char_confidences=sure) == [("XSN823", "exact")]
+
+
 def test_variants_are_bounded_and_ranked():
     v = plate_variants("XSN823", [("XSNB23", 0.4), ("xs-n8-23", 0.2), ("bad?!", 0.1)], "NL", limit=32)
     assert v[0] == ("XSN823", "exact") and v[1] == ("XSNB23", "alternative")

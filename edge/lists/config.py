@@ -24,6 +24,10 @@ class ListsConfig(Section):
         "MQTT topic prefix for list sync; '{device}' is replaced by device_id. Snapshots arrive retained on "
         "<prefix>/snapshot, deltas on <prefix>/delta."))
     expiry_check_s: float = Field(60.0, gt=0, description="How often expired lists are checked and flagged, seconds.")
+    lookalike_below: float = Field(0.99, ge=0.0, le=1.0, description=(
+        "Look-alike characters (0/O/D, 1/I, 8/B, 6/G, ...) are swapped when matching only where the passage's "
+        "character confidence is below this. Higher finds more misread plates and reports more vehicles that "
+        "are on no list; 0 = exact and alternative reads only."))
 
     @field_validator("enabled")
     @classmethod

@@ -21,8 +21,14 @@ _RANK = {"exact": 0, "alternative": 1, "lookalike": 2}
 
 
 def plate_variants(text: str, alternatives: Sequence[tuple[str, float]], country: str,
-                   limit: int = MAX_VARIANTS) -> list[tuple[str, MatchType]]:
-    """Distinct normalised variants with how they were found, most trusted first, at most `limit`."""
+                   limit: int = MAX_VARIANTS, char_confidences: Sequence[float] | None = None,
+                   lookalike_below: float = 0.99) -> list[tuple[str, MatchType]]:
+    """Distinct normalised variants with how they were found, most trusted first, at most `limit`.
+
+    With `char_confidences` (one per character of `text`), look-alike substitutions are tried only
+    for characters read with less confidence than `lookalike_below`: a confidently read "G" is a G,
+    and swapping it for a 6 would report a vehicle that is on no list.
+    """
     out: dict[str, MatchType] = {}
 
     def add(candidate: str, how: MatchType) -> None:
@@ -39,7 +45,10 @@ def plate_variants(text: str, alternatives: Sequence[tuple[str, float]], country
     for alt, _score in alternatives:
         add(alt, "alternative")
     if text and len(out) < limit:
-        for v in lookalike_variants(text, country, limit=limit - len(out)):
+        positions = None
+        if char_confidences is not None and len(char_confidences) == len(text):
+            positions = [i for i, c in enumerate(char_confidences) if c < lookalike_below]
+        for v in lookalike_variants(text, country, limit=limit - len(out), positions=positions):
             add(v, "lookalike")
     return list(out.items())
 
@@ -47,22 +56,27 @@ def plate_variants(text: str, alternatives: Sequence[tuple[str, float]], country
 class ListMatcher:
     """Stateless apart from the store it reads; safe to call while the store swaps indexes."""
 
-    def __init__(self, store: ListStore, enabled: Sequence[str], max_variants: int = MAX_VARIANTS):
+    def __init__(self, store: ListStore, enabled: Sequence[str], max_variants: int = MAX_VARIANTS,
+                 lookalike_below: float = 0.99):
         self.store = store
         self.enabled_all = "*" in enabled
         self.enabled = frozenset(enabled)
         self.max_variants = max_variants
+        self.lookalike_below = lookalike_below
 
     def match(self, text: str, alternatives: Sequence[tuple[str, float]], country: str,
-              now_utc: datetime | None = None) -> list[ListMatch]:
-        """Lists this passage hits now, highest priority first; one match per list (best match type)."""
+              now_utc: datetime | None = None, char_confidences: Sequence[float] | None = None) -> list[ListMatch]:
+        """Lists this passage hits now, highest priority first; one match per list (best match type).
+
+        Give the read's `char_confidences` so that only doubtful characters are swapped for look-alikes."""
         idx = self.store.index  # one consistent index for the whole passage
         if idx is None or not (self.enabled_all or self.enabled):
             return []
         now = now_utc or datetime.now(timezone.utc)
         if now.tzinfo is None:
             now = now.replace(tzinfo=timezone.utc)  # the pipeline's clocks are UTC
-        variants = plate_variants(text, alternatives, country, self.max_variants)
+        variants = plate_variants(text, alternatives, country, self.max_variants, char_confidences,
+                                  self.lookalike_below)
         found = idx.lookup([v for v, _ in variants])
         if not found:
             return []
