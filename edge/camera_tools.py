@@ -1,6 +1,8 @@
 """Technician commands for mounting and aiming the camera: `anpr-edge camera snapshot` and `camera aim`.
 
-`snapshot` saves one frame with the detected plates drawn on it. `aim` prints live figures while
+`snapshot` saves one frame with the detected plates drawn on it; with `-o -` it writes the JPEG to
+stdout (to be carried over ssh to the technician's laptop) so the frame never touches the unit's
+storage, and it warns when told to write a file that is not in RAM. `aim` prints live figures while
 the technician turns and focuses the camera: plate width in pixels, sharpness (variance of the
 Laplacian of the plate crop), exposure (mean grey and clipped share) and the read rate over the
 last vehicles, with advice when a figure is out of range.
@@ -13,7 +15,10 @@ are never logged or written anywhere else.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import re
 import statistics
 import sys
 import time
@@ -419,12 +424,86 @@ def open_source(setup: Setup) -> FrameSource:
     return make_source(setup.source, width=setup.width, height=setup.height)
 
 
+RAM_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+def _unescape_mount(field: str) -> str:
+    """/proc/mounts writes space, tab, newline and backslash in paths as octal escapes (\\040 ...)."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def filesystem_type(path: Path, mounts: Path = Path("/proc/mounts")) -> str | None:
+    """Type of the file system that `path` (existing or not) would be written to, from the mount table:
+    that of the longest mount point above its real path (a later mount over the same point wins).
+    None when it cannot be told (no mount table, nothing matches)."""
+    try:
+        target = Path(os.path.realpath(path))
+        table = mounts.read_text(errors="replace").splitlines()
+    except (OSError, ValueError):
+        return None
+    best: tuple[int, str] | None = None
+    for line in table:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = Path(_unescape_mount(fields[1]))
+        if point.is_absolute() and target.is_relative_to(point) and (best is None or len(point.parts) >= best[0]):
+            best = (len(point.parts), fields[2])
+    return best[1] if best else None
+
+
+def storage_warning(path: Path) -> str | None:
+    """A warning when `path` is not on a RAM file system (or that cannot be told), else None."""
+    fstype = filesystem_type(path)
+    if fstype in RAM_FILESYSTEMS:
+        return None
+    where = (f"on a file system of type {fstype}, not in RAM" if fstype
+             else "on a file system that could not be determined (not known to be in RAM)")
+    return (f"anpr-edge camera snapshot: WARNING: {path} is {where}. The frame shows the plates of passing "
+            "vehicles and stays on the unit's storage; deleting it does not reliably erase it from flash. "
+            "Use -o - to send the image over ssh to your own machine instead (see the field guide).")
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """While the JPEG for `-o -` is made, whatever is printed (by this code or by a library, at the file
+    descriptor level) goes to stderr, so that stdout carries the image and nothing else."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def cmd_snapshot(args) -> int:
-    setup = setup_from_args(args)
-    out = Path(args.output)
-    if out.suffix.lower() not in (".jpg", ".jpeg", ".png"):
-        print(f"anpr-edge camera snapshot: -o {out}: use a .jpg or .png file name", file=sys.stderr)
+    if args.output != "-":
+        return _snapshot(args, to_stdout=False)[0]
+    if sys.stdout.isatty():
+        print("anpr-edge camera snapshot: -o - writes the JPEG to stdout, which is a terminal here: redirect it, "
+              "e.g. ssh unit 'anpr-edge camera snapshot ... -o -' > aim.jpg", file=sys.stderr)
         return 2
+    with _stdout_to_stderr():
+        rc, jpeg = _snapshot(args, to_stdout=True)
+    if rc == 0 and jpeg is not None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(jpeg)
+        sys.stdout.buffer.flush()
+    return rc
+
+
+def _snapshot(args, to_stdout: bool) -> tuple[int, bytes | None]:
+    """The snapshot; with to_stdout the JPEG is returned (for stdout) and never written to a file."""
+    setup = setup_from_args(args)
+    say = sys.stderr if to_stdout else sys.stdout  # with -o - stdout is the image's alone
+    out = Path("-") if to_stdout else Path(args.output)
+    if not to_stdout and out.suffix.lower() not in (".jpg", ".jpeg", ".png"):
+        print(f"anpr-edge camera snapshot: -o {out}: use a .jpg or .png file name, or - for stdout", file=sys.stderr)
+        return 2, None
     detector, recognizer, tracker = load_stages(setup)
     source = open_source(setup)
     skip = args.skip if args.skip is not None else (10 if source.live else 0)
@@ -433,14 +512,25 @@ def cmd_snapshot(args) -> int:
         pass
     if frame is None:
         print(f"anpr-edge camera snapshot: {source.label}: no frame", file=sys.stderr)
-        return 1
+        return 1, None
     aimer = Aimer(detector, recognizer, tracker, roi=setup.roi, min_score=setup.min_score, targets=setup.targets)
     plates = aimer.process(frame)
     image = draw(frame.image, plates, setup.roi, setup.targets, show_text=args.show_text)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(out), image):
-        print(f"anpr-edge camera snapshot: cannot write {out}", file=sys.stderr)
-        return 1
+    jpeg = None
+    if to_stdout:
+        ok, buf = cv2.imencode(".jpg", image)
+        if not ok:
+            print("anpr-edge camera snapshot: cannot encode the frame as JPEG", file=sys.stderr)
+            return 1, None
+        jpeg = buf.tobytes()
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        warning = storage_warning(out)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
+        if not cv2.imwrite(str(out), image):
+            print(f"anpr-edge camera snapshot: cannot write {out}", file=sys.stderr)
+            return 1, None
     report = aimer.report()
     summary = {"output": str(out), "frame_index": frame.index, "frame_size": list(report.frame_size),
                "plates": [{"width_px": round(p.width, 1), "sharpness": round(p.sharpness, 1),
@@ -448,14 +538,14 @@ def cmd_snapshot(args) -> int:
                            "box": [round(v, 1) for v in p.detection.box]} for p in plates],
                "advice": report.advice}
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps(summary), file=say)
     else:
         widths = ", ".join(f"{p['width_px']:.0f}" for p in summary["plates"]) or "none"
-        print(f"{out}: frame {frame.index} of {source.label}, {report.frame_size[0]}x{report.frame_size[1]}, "
-              f"{len(plates)} plate(s), widths {widths} px")
+        print(f"{'stdout' if to_stdout else out}: frame {frame.index} of {source.label}, "
+              f"{report.frame_size[0]}x{report.frame_size[1]}, {len(plates)} plate(s), widths {widths} px", file=say)
         for a in report.advice:
-            print(f"advice: {a}")
-    return 0
+            print(f"advice: {a}", file=say)
+    return 0, jpeg
 
 
 def cmd_aim(args) -> int:
@@ -513,7 +603,10 @@ def add_subparsers(subparsers) -> None:
 
     p = sub.add_parser("snapshot", help="save one frame with the detected plates drawn")
     _common(p)
-    p.add_argument("-o", "--output", required=True, help="image file to write (.jpg or .png)")
+    p.add_argument("-o", "--output", required=True,
+                   help="image file to write (.jpg or .png), or - for a JPEG on stdout and nothing else there "
+                        "(messages go to stderr): ssh unit 'anpr-edge camera snapshot ... -o -' > aim.jpg keeps "
+                        "the frame off the unit's storage. A file not in RAM (tmpfs) gets a warning")
     p.add_argument("--skip", type=int, help="frames to let pass first (default 10 for cameras: exposure settles)")
     p.set_defaults(func=cmd_snapshot)
 

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 class DispatchStats:
     passages: int = 0
     below_confidence: int = 0
+    unmatched: int = 0  # confident passages on no active list: dropped, counted only here
+    matched: int = 0  # passages with at least one list match (before the cool-down)
     hits: int = 0
     suppressed: int = 0  # same plate on the same list within the cool-down
     outbox_refused: int = 0
@@ -48,11 +50,13 @@ class HitDispatcher:
             return []
         now = now or datetime.now(timezone.utc)
         matches = self._match(passage, now)
-        # counts only: the text of a passage that is not a hit never reaches a log
-        log.debug("passage of %d frames, confidence %.2f: %s", passage.frames, passage.confidence,
-                  f"{len(matches)} list match(es)" if matches else "no match, forgotten")
+        # Nothing is logged per passage that is not a hit, not even its frame count or confidence: a
+        # timestamped line per vehicle is itself a record of a passage, and journald keeps it on disk.
+        # Only the counters in self.stats say how many there were (the daemon status reports passages, hits).
         if not matches:
+            self.stats.unmatched += 1
             return []
+        self.stats.matched += 1
         hit = Hit(passage=passage, matches=tuple(sorted(matches, key=lambda m: -m.priority)))
         result = enqueue_hit(self.outbox, hit, self.identity(), self.versions(), self.evidence, self.default_topic,
                              now=now.timestamp())

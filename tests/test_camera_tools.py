@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -15,12 +16,13 @@ import numpy as np
 import pytest
 
 from conftest import MODELS, SHARED_DATA
-from edge.camera_tools import Targets, advise, exposure, plate_width, sharpness
+from edge.camera_tools import Targets, advise, exposure, filesystem_type, plate_width, sharpness, storage_warning
 from edge.types import Detection
 from media import real_frames, write_video
 
 ROOT = Path(__file__).resolve().parents[1]
 RO = SHARED_DATA / "detect" / "ro_dashcam"
+DEMO_VIDEO = ROOT / "demo" / "demo.mp4"
 HAVE_MODELS = (MODELS / "detector.onnx").is_file() and (MODELS / "recognizer.onnx").is_file()
 needs_models = pytest.mark.skipif(
     not HAVE_MODELS, reason=f"{MODELS}/detector.onnx and recognizer.onnx are not there yet (trained in this "
@@ -272,3 +274,110 @@ def test_aim_takes_source_roi_and_thresholds_from_the_config(tmp_path, video, mo
     assert rep["frames"] == 12 and rep["plates"] == sum(len(w) for w in model_view.widths) > 0
     assert rep["plates_ignored"] == rep["plates"], "every plate lies outside the configured ROI"
     assert rep["vehicles"] == 0, "the daemon would read none of them"
+
+
+# ----- keeping snapshots off the unit's storage ---------------------------------------------------
+
+def mount_fstype(path: Path) -> str | None:
+    """This test's own reading of /proc/mounts: the type of the longest mount point above `path`."""
+    target, best = str(Path(path).resolve()), None
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, point, fstype, *_ = line.split() + ["", "", ""]
+        point = point.replace("\\040", " ")
+        if target == point or target.startswith(point.rstrip("/") + "/"):
+            if best is None or len(point) >= len(best[0]):
+                best = (point, fstype)
+    return best[1] if best else None
+
+
+def test_filesystem_type_reads_the_mount_table(tmp_path):
+    table = tmp_path / "mounts"
+    table.write_text("/dev/vda / ext4 rw 0 0\n"
+                     "tmpfs /run/ram tmpfs rw 0 0\n"
+                     "/dev/sdb1 /media/my\\040stick vfat rw 0 0\n"
+                     "tmpfs /var/lib/unit tmpfs rw 0 0\n"
+                     "/dev/sdc1 /var/lib/unit xfs rw 0 0\n")  # mounted over the tmpfs: the later one counts
+    assert filesystem_type(Path("/run/ram/aim.jpg"), table) == "tmpfs"
+    assert filesystem_type(Path("/run/ramdisk/aim.jpg"), table) == "ext4", "a name prefix is not a mount point"
+    assert filesystem_type(Path("/media/my stick/new/aim.jpg"), table) == "vfat"
+    assert filesystem_type(Path("/var/lib/unit/aim.jpg"), table) == "xfs"
+    assert filesystem_type(Path("/run/ram/aim.jpg"), tmp_path / "no-such-table") is None
+    (tmp_path / "empty").write_text("")
+    assert filesystem_type(Path("/run/ram/aim.jpg"), tmp_path / "empty") is None
+
+
+def test_storage_warning_follows_the_mount_table(tmp_path):
+    fstype = mount_fstype(tmp_path)
+    warning = storage_warning(tmp_path / "aim.jpg")
+    if fstype in ("tmpfs", "ramfs"):
+        assert warning is None
+    else:
+        assert warning and "WARNING" in warning and "not in RAM" in warning and "-o -" in warning
+        if fstype:
+            assert f"type {fstype}," in warning
+    if mount_fstype(Path("/dev/shm")) == "tmpfs":
+        assert storage_warning(Path("/dev/shm/aim.jpg")) is None
+
+
+def test_snapshot_refuses_to_write_a_jpeg_to_a_terminal(tmp_path):
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        r = subprocess.run([sys.executable, "-m", "edge.camera_tools", "snapshot", "--source", str(DEMO_VIDEO),
+                            "-o", "-", "--models", str(MODELS)], stdout=slave, stderr=subprocess.PIPE,
+                           cwd=tmp_path, timeout=120)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert r.returncode == 2 and b"stdout, which is a terminal" in r.stderr
+    assert not list(tmp_path.iterdir())
+
+
+@needs_models
+def test_snapshot_to_stdout_writes_no_file(tmp_path):
+    """`-o -`: the JPEG on stdout and nothing else there; the summary on stderr; no file anywhere."""
+    work = tmp_path / "work"
+    tmp = tmp_path / "tmp"
+    work.mkdir()
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp))
+    r = subprocess.run([sys.executable, "-m", "edge.camera_tools", "snapshot", "--source", str(DEMO_VIDEO),
+                        "--skip", "30", "-o", "-", "--json", "--models", str(MODELS)],
+                       capture_output=True, cwd=work, env=env, timeout=240)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    assert r.stdout[:3] == b"\xff\xd8\xff" and r.stdout.endswith(b"\xff\xd9"), "stdout is one JPEG, no text"
+    image = cv2.imdecode(np.frombuffer(r.stdout, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape == (540, 960, 3)
+    cap = cv2.VideoCapture(str(DEMO_VIDEO))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, 30)
+    ok, raw = cap.read()
+    cap.release()
+    assert ok and np.abs(image.astype(int) - raw.astype(int)).mean() < 20, "the snapshot is of frame 30"
+    summary = json.loads(next(line for line in r.stderr.decode().splitlines() if line.startswith("{")))
+    assert summary["output"] == "-" and summary["frame_index"] == 30 and summary["frame_size"] == [960, 540]
+    assert b"WARNING" not in r.stderr
+    assert not list(work.iterdir()), "nothing may be written on the unit"
+    # onnxruntime (1.32) itself drops a 51-byte `.ses` (launch time and a random id, no frame data) into
+    # TMPDIR whenever a model is loaded; anything else there would be ours
+    written = [f for f in tmp.iterdir() if not (f.name == ".ses" and f.stat().st_size < 200)]
+    assert not written, "nothing may be written on the unit"
+    assert not (ROOT / "-").exists()
+
+
+@needs_models
+def test_snapshot_to_a_file_not_in_ram_warns(tmp_path):
+    out = tmp_path / "aim.jpg"
+    r = run_camera("snapshot", "--source", str(DEMO_VIDEO), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.is_file() and cv2.imread(str(out)).shape == (540, 960, 3)
+    assert "WARNING" not in r.stdout
+    fstype = mount_fstype(tmp_path)
+    if fstype in ("tmpfs", "ramfs"):
+        assert "WARNING" not in r.stderr
+    else:
+        assert f"WARNING: {out} is on" in r.stderr and "not in RAM" in r.stderr and "-o -" in r.stderr

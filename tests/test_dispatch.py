@@ -34,7 +34,7 @@ def setup(tmp_path):
     matcher = ListMatcher(store, ["*"])
     identity = HitIdentity(device="unit-1", camera="cam1", site=Site(52.0, 4.3, "A13", "north"), clock_sync="synced")
     disp = HitDispatcher(
-        match=lambda p, now: matcher.match(p.text, p.alternatives, p.country, now), outbox=outbox,
+        match=lambda p, now: matcher.match(p.text, p.alternatives, p.country, now, p.char_confidences), outbox=outbox,
         identity=lambda: identity, versions=lambda: {"lists": store.version}, evidence=EvidenceConfig(mode="crop"),
         default_topic="anpr/{agency}/{device}/hits", min_confidence=0.5)
     yield disp, outbox
@@ -89,3 +89,26 @@ def test_low_confidence_passage_is_not_matched(setup):
     disp, outbox = setup
     assert disp.handle(passage("XSNB23", conf=0.2), FRIDAY_NOON) == []
     assert outbox.depth() == 0 and disp.stats.below_confidence == 1
+
+
+def test_non_hit_is_not_logged_only_counted(setup, caplog):
+    """No log line per passage that is not a hit, at any level, from any logger: a timestamped line per
+    vehicle ('passage of 9 frames, confidence 0.97: no match') is a record of that passage on disk."""
+    import logging
+
+    disp, outbox = setup
+    caplog.set_level(logging.DEBUG)  # the root logger, where every logger propagates; restored afterwards
+    for name in ("edge", "edge.dispatch", "edge.hits", "edge.outbox", "edge.lists"):
+        caplog.set_level(logging.DEBUG, logger=name)  # in case one of them was set higher elsewhere
+    p = passage("ZZ999Z", formatted="ZZ-999-Z")
+    assert disp.handle(p, FRIDAY_NOON) == []
+    assert outbox.depth() == 0
+    assert not [r for r in caplog.records if r.name == "edge.dispatch"], caplog.text
+    for needle in ("ZZ999Z", "ZZ-999-Z", "passage", "forgotten", "no match", f"{p.confidence:.2f}",
+                   f"{p.frames} frames"):
+        assert needle not in caplog.text, (needle, caplog.text)
+    assert (disp.stats.passages, disp.stats.unmatched, disp.stats.matched, disp.stats.hits) == (1, 1, 0, 0)
+    # a hit is still counted and logged (by its hit id and list, as before)
+    assert disp.handle(passage("XSNB23"), FRIDAY_NOON)
+    assert (disp.stats.passages, disp.stats.unmatched, disp.stats.matched) == (2, 1, 1) and disp.stats.hits == 2
+    assert "accepted for list(s)" in caplog.text
