@@ -2,11 +2,14 @@
 
 Every section is a strict pydantic model (unknown keys are errors); sections that belong to one
 module live beside that module and are assembled here. Errors name the key path, the bad value
-and what is allowed, so a field technician can fix the file without reading code.
+and what is allowed, so a field technician can fix the file without reading code. Error texts are
+logged and audited (a refused reload), so an echoed value has its URL credentials masked, and the
+value of a secret-looking key is never echoed.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -123,6 +126,42 @@ class EdgeConfig(Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Logging.")
 
 
+# keys whose values are never echoed in an error (passwords, tokens, keys or key files: someone
+# may have pasted the secret itself where a file name belongs)
+_SECRET_KEY = re.compile(r"pass|secret|token|key|credential|auth|cert", re.IGNORECASE)
+# a scheme with '//' right after it (any scheme: a typo'd one is exactly the case that gets echoed)
+_SCHEME = re.compile(r"^[^:@]*:?//")
+
+
+def mask_credentials(text: str) -> str:
+    """`text` with the user:password part of a URL masked: rtsp://admin:pw@cam/1 -> rtsp://admin:***@cam/1.
+
+    Unlike edge.sources.redact it does not rely on the URL parsing (it runs on values that failed
+    validation: bad schemes, bad ports, a missing '//', a password with '/' or '@' in it): everything
+    before the last '@' except a leading scheme:// and the user name is hidden; a lone user part
+    (which may be a token) is hidden whole."""
+    if "@" not in text:
+        return text
+    head, _, tail = text.rpartition("@")
+    m = _SCHEME.match(head)
+    pre = m.group(0) if m else ""
+    userinfo = head[len(pre):]
+    user, sep, _ = userinfo.partition(":")
+    masked = f"{user}:***" if sep and "/" not in user else "***"
+    return f"{pre}{masked}@{tail}"
+
+
+def _shown_value(e: dict) -> str:
+    """' (got VALUE)' for an error, or '' where the value is not shown (missing or unknown keys,
+    whole sections, and keys that hold or point at secrets)."""
+    value = e.get("input")
+    if e["type"] in ("missing", "extra_forbidden") or isinstance(value, dict):
+        return ""
+    if any(isinstance(p, str) and _SECRET_KEY.search(p) for p in e["loc"]):
+        return " (value not shown: it may be a secret)"
+    return f" (got {mask_credentials(repr(value))})"
+
+
 def _format_errors(err: ValidationError, origin: str) -> str:
     lines = []
     for e in err.errors():
@@ -132,9 +171,7 @@ def _format_errors(err: ValidationError, origin: str) -> str:
             msg = "unknown key (not part of the configuration; check spelling and indentation)"
         elif e["type"] == "missing":
             msg = "required key is missing"
-        value = e.get("input")
-        shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(value, dict) else f" (got {value!r})"
-        lines.append(f"{path}: {msg}{shown}")
+        lines.append(f"{path}: {mask_credentials(msg)}{_shown_value(e)}")
     return f"{origin}: invalid configuration:\n  " + "\n  ".join(lines)
 
 

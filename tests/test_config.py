@@ -83,6 +83,52 @@ def test_wrong_type_and_bad_enum(example):
     assert "detection.min_score:" in msg and "'high'" in msg
 
 
+def test_camera_password_is_not_echoed_in_errors(example):
+    example["camera"]["source"] = "rtps://admin:S3cret@host/stream"  # typo in the scheme
+    msg = errors_of(example)
+    assert "camera.source: unknown scheme 'rtps'" in msg
+    assert "(got 'rtps://admin:***@host/stream')" in msg and "S3cret" not in msg
+    # forms the URL parser does not take apart: bad port, no '//', '/' or '@' in the password, a token
+    for source in ("rtps://admin:S3cret@host:55x/stream", "rtps:admin:S3cret@host", "rtsp//admin:S3cret@host",
+                   "rtps://admin:S3/cret@host/s", "rtps://admin:S3@cret@host/s", "rtps://S3cret@host/s"):
+        example["camera"]["source"] = source
+        msg = errors_of(example)
+        assert "camera.source:" in msg and "S3" not in msg and "cret" not in msg, msg
+
+
+def test_values_of_secret_keys_are_never_echoed(example):
+    example["mqtt"]["password_file"] = ["S3cret"]  # the password pasted where its file name belongs
+    example["lists"]["device_key"] = 12345678
+    msg = errors_of(example)
+    assert "mqtt.password_file:" in msg and "lists.device_key:" in msg and "value not shown" in msg
+    assert "S3cret" not in msg and "12345678" not in msg
+    example["mqtt"]["password"] = "S3cret"  # not a key of the schema: named, value not shown
+    msg = errors_of(example)
+    assert "mqtt.password: unknown key" in msg and "S3cret" not in msg
+
+
+def test_refused_reload_keeps_the_camera_password_out_of_log_and_audit(tmp_path, example, caplog):
+    import json
+    import logging
+    from types import SimpleNamespace
+
+    from edge.audit import AuditLog
+    from edge.daemon import Daemon
+
+    example["camera"]["source"] = "rtps://admin:S3cret@host/stream"
+    path = tmp_path / "edge.yaml"
+    path.write_text(yaml.safe_dump(example))
+    audit = AuditLog(tmp_path / "audit.jsonl", "t1", fsync=False)
+    with caplog.at_level(logging.ERROR, logger="edge.daemon"):
+        Daemon._do_reload(SimpleNamespace(config_path=path, audit=audit))  # only what a refused reload touches
+    assert "config reload refused" in caplog.text and "camera.source" in caplog.text
+    assert "S3cret" not in caplog.text
+    entries = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert entries[-1]["event"] == "config_change" and entries[-1]["data"]["accepted"] is False
+    assert "camera.source" in entries[-1]["data"]["error"]
+    assert "S3cret" not in (tmp_path / "audit.jsonl").read_text()
+
+
 def test_bad_roi_polygon(example):
     example["camera"]["roi"] = [[0, 0], [10, 10]]
     assert "camera.roi: a region of interest needs at least 3 points" in errors_of(example)

@@ -45,10 +45,11 @@ def test_bad_csv_rows_are_listed_with_line_numbers(fleet, tmp_path):
         fleet.central.build(tmp_path / "lists.yaml", csv, now=TODAY)
     lines = {err.line: err.reason for err in e.value.errors}
     assert sorted(lines) == [3, 4, 5, 6, 7, 8, 9, 10, 11]
-    assert "other than A-Z" in lines[3] and "empty" in lines[4] and "nosuchlist" in lines[5]
+    assert "other than A-Z" in lines[3] and "empty" in lines[4] and "not a known list id" in lines[5]
+    assert "nosuchlist" not in str(e.value)  # no cell is echoed, not even a list id
     assert "not a date" in lines[6] and "past" in lines[7] and "duplicate of line 2" in lines[8]
     assert "expected 4 fields" in lines[9] and "reason code" in lines[10] and "longer" in lines[11]
-    assert "line 3:" in str(e.value) and "XS-NB-2" not in str(e.value)  # plates are not echoed
+    assert "line 3, column 1 (plate): plate has characters" in str(e.value) and "XS-NB-2" not in str(e.value)
     assert not (fleet.central.root / "current").exists()  # nothing built
     sealed, skipped = fleet.central.build(tmp_path / "lists.yaml", csv, skip_bad=True, now=TODAY)
     assert len(sealed.state.entries) == 2 and len(skipped) == 9
@@ -56,7 +57,7 @@ def test_bad_csv_rows_are_listed_with_line_numbers(fleet, tmp_path):
 
 def test_bad_header_and_list_file(fleet, tmp_path):
     (tmp_path / "h.csv").write_text("kenteken,lijst\nXS-NB-23,stolen\n")
-    with pytest.raises(CsvError, match="line 1: header must be plate,list_id,reason_code,valid_until"):
+    with pytest.raises(CsvError, match="line 1: the first line must be the header plate,list_id,reason_code,valid_until"):
         fleet.central.build(tmp_path / "lists.yaml", tmp_path / "h.csv")
     bad = LISTS_YAML.replace("category: tax_debt", "category: parking").replace('start: "07:00"', 'start: "7am"')
     (tmp_path / "bad.yaml").write_text(bad + "  - id: stolen\n    name: x\n    category: fine\n    action: record\n")
@@ -70,6 +71,41 @@ def test_bad_header_and_list_file(fleet, tmp_path):
     (tmp_path / "tz.yaml").write_text(LISTS_YAML.replace("2026-01-01T00:00:00Z", "2026-01-01T00:00:00"))
     with pytest.raises(CentralError, match="time zone"):
         fleet.central.build(tmp_path / "tz.yaml", tmp_path / "plates.csv")
+
+
+def test_csv_without_header_row_names_line_and_columns_but_no_cell(fleet, tmp_path):
+    (tmp_path / "nohead.csv").write_text("wanted99,stolen,r1,\nAB-123-C,stolen,r1,\n")
+    with pytest.raises(CsvError) as e:
+        fleet.central.build(tmp_path / "lists.yaml", tmp_path / "nohead.csv", now=TODAY)
+    msg = str(e.value)
+    assert str(tmp_path / "nohead.csv") in msg and "line 1:" in msg
+    assert "header plate,list_id,reason_code,valid_until" in msg and "missing plate, list_id, reason_code" in msg
+    assert "columns 1, 2, 3, 4 are not expected names" in msg and "header row missing" in msg
+    for cell in ("wanted99", "WANTED99", "stolen", "r1", "AB-123-C", "got"):
+        assert cell not in msg
+
+
+def test_swapped_columns_name_row_and_column_but_not_the_plate(fleet, tmp_path):
+    # plate and list id swapped in one row, a plate in the valid_until column of another
+    write_csv(tmp_path / "swapped.csv", ["stolen,AB123C,R1,", "XS-NB-23,stolen,R1,GH45JK", "ZZ-99-ZZ,stolen,R1,"])
+    with pytest.raises(CsvError) as e:
+        fleet.central.build(tmp_path / "lists.yaml", tmp_path / "swapped.csv", now=TODAY)
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'swapped.csv'}: 2 bad row(s):")
+    assert "line 2, column 2 (list_id): not a known list id (known: night, obs, old, stolen, tax)" in msg
+    assert "line 3, column 4 (valid_until): not a date YYYY-MM-DD" in msg
+    for cell in ("AB123C", "GH45JK", "XS-NB-23", "XSNB23", "ZZ"):
+        assert cell not in msg
+    assert [(r.line, r.column) for r in e.value.errors] == [(2, "2 (list_id)"), (3, "4 (valid_until)")]
+
+    # a delta names the file of each bad row when it is not the one in the heading
+    write_csv(tmp_path / "add.csv", ["NN-123-N,stolen,R,"])
+    write_csv(tmp_path / "rm.csv", ["stolen,AB123C"], remove=True)
+    fleet.central.build(tmp_path / "lists.yaml", tmp_path / "plates.csv")
+    with pytest.raises(CsvError) as e:
+        fleet.central.delta(add_csv=tmp_path / "add.csv", remove_csv=tmp_path / "rm.csv")
+    msg = str(e.value)
+    assert f"{tmp_path / 'rm.csv'} line 2, column 2 (list_id): not a known list id" in msg and "AB123C" not in msg
 
 
 def test_each_build_has_a_fresh_hash_key_and_newer_version(fleet, tmp_path):
@@ -163,10 +199,12 @@ def test_cli_central_and_device_commands(tmp_path, capsys):
     assert run_cli(capsys, "device-add", "--state", st, "--id", "cam1", "--pub", tmp_path / "cam1.pub")[0] == 0
     write_csv(tmp_path / "bad.csv", ["XS-NB-23,stolen,R1,", "XX,unknown,R,"])
     rc, out, err = run_cli(capsys, "build", "--state", st, "--lists", tmp_path / "lists.yaml", "--csv", tmp_path / "bad.csv")
-    assert rc == 3 and "line 3: unknown list id 'unknown'" in err
+    assert rc == 3 and "bad.csv: 1 bad row(s):\n  line 3, column 2 (list_id): not a known list id" in err
+    assert "'unknown'" not in err and "XX" not in err
     rc, out, err = run_cli(capsys, "build", "--state", st, "--lists", tmp_path / "lists.yaml",
                            "--csv", tmp_path / "bad.csv", "--skip-bad")
-    assert rc == 0 and out["entries"] == 1 and out["bad_rows_skipped"] == ["line 3: unknown list id 'unknown'"]
+    assert rc == 0 and out["entries"] == 1 and len(out["bad_rows_skipped"]) == 1
+    assert out["bad_rows_skipped"][0].startswith(f"{tmp_path / 'bad.csv'} line 3, column 2 (list_id): not a known list id")
     write_csv(tmp_path / "add.csv", ["ZZ-999-Z,stolen,URG,"])
     rc, out, _ = run_cli(capsys, "delta", "--state", st, "--add", tmp_path / "add.csv", "--deactivate", "tax")
     assert rc == 0 and out["seq"] == 1 and out["delta_bytes"] > 0
