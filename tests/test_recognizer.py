@@ -118,6 +118,20 @@ def test_reads_real_foreign_crops_without_forcing_them_dutch(rec, shared_data):
     assert long_ok and all(r.country != "NL" for r in long_ok)
 
 
+def test_coats_of_arms_are_not_read_as_letters(rec, shared_data):
+    """Austrian arms between district and number were read as a letter ("W86469A" as "WF86469A");
+    the crop is read again with the coloured marks painted out and the doubtful letter dropped."""
+    plain = PlateRecognizer(MODEL, threads=1, ignore_marks=False)
+    items = [x for x in _eu2(shared_data, "at") if x[1] in ("W86469A", "W2829H", "FR1SFK")]
+    assert len(items) == 3
+    for img, text, _ in items:
+        assert plain.read_crop(img).text != text  # the arms give an extra character
+        assert rec.read_crop(img).text == text
+    # plates without coloured marks and yellow Dutch plates read exactly as before
+    for img, text, _ in _eu2(shared_data, "nl")[:10]:
+        assert rec.read_crop(img).text == plain.read_crop(img).text
+
+
 def test_reads_rendered_plates_through_corners(rec):
     rng = np.random.default_rng(11)
     ok = n = 0
