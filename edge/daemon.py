@@ -2,7 +2,8 @@
 
 SIGTERM/SIGINT stop it within seconds: capture stops, open tracks are closed and matched, and every
 hit already accepted into the outbox stays there for the next start. SIGHUP reloads the config:
-a config that fails validation is refused and the running one kept.
+a config that fails validation, or whose parts cannot be built (missing password, certificate, key
+or model files...), is refused and the running one kept.
 """
 
 from __future__ import annotations
@@ -12,23 +13,27 @@ import logging
 import signal
 import threading
 import time
+import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge import __version__
-from edge.audit import AuditLog, changed_sections, file_sha256
+from edge.audit import AuditError, AuditLog, changed_sections, file_sha256
 from edge.capture import Capture
-from edge.config import ConfigError, EdgeConfig, load_config
+from edge.config import ConfigError, EdgeConfig, load_config, mask_credentials
 from edge.dispatch import HitDispatcher
 from edge.factory import build_pipeline, load_models
 from edge.hits import HitIdentity, Site
+from edge.lists.keys import KeyFileError
 from edge.lists.matcher import ListMatcher
 from edge.lists.store import ListStore
 from edge.lists.sync import ListSync
 from edge.logsetup import setup_logging
-from edge.outbox import Outbox
-from edge.publisher import Publisher
+from edge.modelcontract import ModelContractError
+from edge.outbox import Outbox, OutboxError
+from edge.publisher import MqttSetupError, Publisher
 from edge.sdnotify import Watchdog, notify
-from edge.sources import make_source
+from edge.sources import SourceError, make_source
 from edge.status import STATUS_FILE, clock_sync_state, cpu_temperature, write_status
 
 log = logging.getLogger(__name__)
@@ -51,6 +56,7 @@ class Daemon:
         self._fps_window: list[float] = []
         self.watchdog = Watchdog()
         self.capture: Capture | None = None
+        self._capture_started = False
         self.outbox: Outbox | None = None
         self._live_lists: dict[str, str] | None = None  # list id -> name, for activation audit entries
         self._list_version = 0
@@ -69,47 +75,75 @@ class Daemon:
 
     # ----- wiring ---------------------------------------------------------------------------
     def _build(self, cfg: EdgeConfig) -> None:
-        """Build everything that depends on the config (the outbox survives reloads)."""
+        """Build everything that depends on the config and put it in place (the outbox survives reloads)."""
+        self._install(self._prepare(cfg))
+
+    def _prepare(self, cfg: EdgeConfig) -> _Parts:
+        """Construct (without starting) every part for `cfg`. Everything that can fail on a bad
+        setting fails here (models, list keys and cache, password and TLS files, camera source),
+        while the running parts are left untouched. A new outbox is opened only if its path changed,
+        and closed again when a later step fails."""
         state_dir = cfg.device.state_dir
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.detector, self.recognizer = load_models(cfg.models.dir, cfg.models.detector, cfg.models.recognizer,
-                                                     cfg.models.threads)
-        self.pipeline = build_pipeline(
-            self.detector, self.recognizer, tracking=cfg.tracking, motion=cfg.motion, roi=cfg.camera.roi,
-            min_score=cfg.detection.min_score, min_plate_width=cfg.detection.min_plate_width,
-            keep_frames=cfg.evidence.mode in ("frame", "both"),
-        )
-        self.store = ListStore.from_config(cfg.lists)
-        self.matcher = ListMatcher(self.store, cfg.lists.enabled, lookalike_below=cfg.lists.lookalike_below)
-        if self.outbox is None or self.outbox.path != cfg.outbox.path:
-            if self.outbox is not None:
-                self.outbox.close()
-            self.outbox = Outbox.from_config(cfg.outbox)
-        audit_topic = cfg.audit.topic.replace("{device}", cfg.device.id)
-        self.audit = AuditLog.from_config(cfg.audit, state_dir, cfg.device.id,
-                                          publish=lambda entry: self._publish_audit(audit_topic, entry))
-        site = Site(lat=cfg.site.lat, lon=cfg.site.lon, road=cfg.site.road, direction=cfg.site.direction)
+        outbox = self.outbox if self.outbox is not None and self.outbox.path == cfg.outbox.path else None
+        opened: Outbox | None = None
+        try:
+            detector, recognizer = load_models(cfg.models.dir, cfg.models.detector, cfg.models.recognizer,
+                                               cfg.models.threads)
+            pipeline = build_pipeline(
+                detector, recognizer, tracking=cfg.tracking, motion=cfg.motion, roi=cfg.camera.roi,
+                min_score=cfg.detection.min_score, min_plate_width=cfg.detection.min_plate_width,
+                keep_frames=cfg.evidence.mode in ("frame", "both"),
+            )
+            store = ListStore.from_config(cfg.lists)
+            matcher = ListMatcher(store, cfg.lists.enabled, lookalike_below=cfg.lists.lookalike_below)
+            if outbox is None:
+                outbox = opened = Outbox.from_config(cfg.outbox)
+            audit_topic = cfg.audit.topic.replace("{device}", cfg.device.id)
+            # the audit entries go through whichever outbox is in place when they are written
+            audit = AuditLog.from_config(cfg.audit, state_dir, cfg.device.id,
+                                         publish=lambda entry: self._publish_audit(audit_topic, entry))
+            site = Site(lat=cfg.site.lat, lon=cfg.site.lon, road=cfg.site.road, direction=cfg.site.direction)
 
-        def identity() -> HitIdentity:  # the clock-sync state is read afresh for every hit
-            return HitIdentity(device=cfg.device.id, camera=cfg.camera.id, site=site, clock_sync=clock_sync_state())
+            def identity() -> HitIdentity:  # the clock-sync state is read afresh for every hit
+                return HitIdentity(device=cfg.device.id, camera=cfg.camera.id, site=site,
+                                   clock_sync=clock_sync_state())
 
-        self.dispatcher = HitDispatcher(
-            match=lambda p, now: self.matcher.match(p.text, p.alternatives, p.country, now, p.char_confidences),
-            outbox=self.outbox, identity=identity, versions=self._versions, evidence=cfg.evidence,
-            default_topic=cfg.mqtt.hit_topic, min_confidence=cfg.detection.min_read_confidence,
-        )
-        self.publisher = Publisher(cfg.mqtt, self.outbox, cfg.device.id, self.status)
-        self.sync = ListSync(self.store, cfg.mqtt, cfg.lists)
-        src = make_source(cfg.camera.source, width=cfg.camera.width, height=cfg.camera.height,
-                          fps=cfg.camera.fps, loop=cfg.camera.loop)
-        self.capture = Capture(src, cfg.camera.queue_size, cfg.camera.reconnect.initial_s,
-                               cfg.camera.reconnect.max_s, on_state=self._camera_state)
+            dispatcher = HitDispatcher(
+                match=lambda p, now: matcher.match(p.text, p.alternatives, p.country, now, p.char_confidences),
+                outbox=outbox, identity=identity, versions=self._versions, evidence=cfg.evidence,
+                default_topic=cfg.mqtt.hit_topic, min_confidence=cfg.detection.min_read_confidence,
+            )
+            publisher = Publisher(cfg.mqtt, outbox, cfg.device.id, self.status)
+            sync = ListSync(store, cfg.mqtt, cfg.lists)
+            src = make_source(cfg.camera.source, width=cfg.camera.width, height=cfg.camera.height,
+                              fps=cfg.camera.fps, loop=cfg.camera.loop)
+            capture = Capture(src, cfg.camera.queue_size, cfg.camera.reconnect.initial_s,
+                              cfg.camera.reconnect.max_s, on_state=self._camera_state)
+        except BaseException:
+            if opened is not None:
+                opened.close()
+            raise
+        return _Parts(cfg, detector, recognizer, pipeline, store, matcher, outbox, audit, dispatcher,
+                      publisher, sync, capture)
+
+    def _install(self, parts: _Parts) -> None:
+        """Put prepared parts in place of the (stopped) current ones; nothing here can fail on a setting."""
+        if self.outbox is not None and self.outbox is not parts.outbox:
+            self.outbox.close()
+        self.cfg = parts.cfg
+        self.detector, self.recognizer, self.pipeline = parts.detector, parts.recognizer, parts.pipeline
+        self.store, self.matcher, self.outbox, self.audit = parts.store, parts.matcher, parts.outbox, parts.audit
+        self.dispatcher, self.publisher, self.sync = parts.dispatcher, parts.publisher, parts.sync
+        self.capture = parts.capture
+        self._capture_started = False
 
     def _start(self) -> None:
         self.publisher.start()
         self.sync.start()
         self._await_lists(LIST_WAIT_S)
         self.capture.start()
+        self._capture_started = True
 
     def _await_lists(self, timeout: float) -> None:
         """With no cached list yet, give the broker's retained snapshot a moment to arrive before reading
@@ -123,7 +157,7 @@ class Daemon:
 
     def _stop_inputs(self) -> None:
         """Stop capture and close open tracks into the outbox."""
-        if self.capture is not None:
+        if self.capture is not None and self._capture_started:  # (a capture never started cannot be joined)
             self.capture.stop(timeout=1.0)
         for passage in self.pipeline.finish():
             self.dispatcher.handle(passage)
@@ -270,28 +304,113 @@ class Daemon:
             time.sleep(0.1)
 
     def _do_reload(self) -> None:
+        """Apply the config file again. Everything the new config needs is built and checked before
+        the running parts stop: a config that is invalid or cannot be put to work (a missing password,
+        certificate, key or model file...) is refused, audited, and the running config kept. Should
+        starting the new parts fail after all, the unit goes back to the config it ran before."""
         if self.config_path is None:
             log.warning("SIGHUP ignored: no config file to reload")
             return
-        new_sha = file_sha256(self.config_path)
+        new_sha = _sha_or_none(self.config_path)
         try:
             new = load_config(self.config_path)
         except ConfigError as e:
-            log.error("config reload refused, keeping the running config: %s", e)
-            self.audit.record("config_change", new_sha256=new_sha, accepted=False, error=str(e).splitlines()[-1][:200])
+            _refuse_reload(self.audit, new_sha, _describe(e))
             return
-        sections = changed_sections(self.cfg, new)
+        try:
+            parts = self._prepare(new)
+        except Exception as e:  # whatever the new config breaks, the running unit goes on
+            _refuse_reload(self.audit, new_sha, _describe(e))
+            return
+        old_cfg = self.cfg
+        sections = changed_sections(old_cfg, new)
         log.info("config reload: restarting the pipeline with the new config (changed: %s)", ", ".join(sections) or "none")
+        old_keys = {k: _sha_or_none(getattr(old_cfg.lists, k)) for k in ("device_key", "signing_public_key")}
+        old_lists = (self.store.version, self.store.seq)
         self._stop_parts()
-        old_keys = {k: _sha_or_none(getattr(self.cfg.lists, k)) for k in ("device_key", "signing_public_key")}
-        self.cfg = new
-        self._build(new)
+        self._install(parts)
+        if (self.store.version, self.store.seq) != old_lists:
+            self._reload_list_cache()  # the old sync applied a package after the new store read the cache
+        try:
+            self._start()
+        except Exception as e:
+            problem = _describe(e)
+            log.error("config reload failed while starting the new parts (%s); going back to the previous config",
+                      problem)
+            try:
+                self._stop_parts()
+            except Exception as stop_error:  # parts half started: stop what can be stopped, then go on
+                log.warning("stopping the new parts: %s", _describe(stop_error))
+            try:
+                self._install(self._prepare(old_cfg))
+            except Exception as again:  # worked before; if it no longer does, the unit cannot run
+                log.critical("cannot go back to the previous config either: %s", _describe(again))
+                raise
+            self.audit.record("config_change", new_sha256=new_sha, sections=sections, accepted=False,
+                              error=_audit_text(problem))
+            self._start()
+            log.warning("config reload rolled back: running the previous config again")
+            return
         self.audit.record("config_change", new_sha256=new_sha, sections=sections, accepted=True)
         for key, old in old_keys.items():
             if _sha_or_none(getattr(new.lists, key)) != old:
                 self.audit.record("key_rotation", key=key, reason="config reload")
-        self._start()
         log.info("config reloaded")
+
+    def _reload_list_cache(self) -> None:
+        try:
+            self.store.load_cache()
+        except OSError as e:
+            log.warning("cannot re-read the cached lists in %s: %s", self.store.store_dir, e.strerror or e)
+
+
+@dataclass
+class _Parts:
+    """Everything built from one config, not yet started."""
+
+    cfg: EdgeConfig
+    detector: object
+    recognizer: object
+    pipeline: object
+    store: ListStore
+    matcher: ListMatcher
+    outbox: Outbox
+    audit: AuditLog
+    dispatcher: HitDispatcher
+    publisher: Publisher
+    sync: ListSync
+    capture: Capture
+
+
+# errors whose texts are written for the person who edits the config: they name the setting and
+# file, never a secret or a plate text (URL credentials are masked anyway)
+_DESCRIBED = (ConfigError, MqttSetupError, KeyFileError, ModelContractError, SourceError, OutboxError, AuditError,
+              OSError)
+
+
+def _describe(exc: BaseException) -> str:
+    """One message for the log and the audit trail. Errors of other kinds show only their type and
+    code location: their texts come from code that might quote a secret or a plate."""
+    if isinstance(exc, ConfigError):
+        return str(exc)  # masked by edge.config already
+    if isinstance(exc, _DESCRIBED):
+        text = " ".join(mask_credentials(word) for word in str(exc).split(" "))  # any URL with a password in it
+        return text or type(exc).__name__
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno} in {tb[-1].name}" if tb else ""
+    return f"{type(exc).__name__}{where}"
+
+
+def _refuse_reload(audit: AuditLog, new_sha: str | None, problem: str) -> None:
+    """(A module function: tests call `Daemon._do_reload` on a stand-in holding only config_path and audit.)"""
+    log.error("config reload refused, keeping the running config: %s", problem)
+    audit.record("config_change", new_sha256=new_sha, accepted=False, error=_audit_text(problem))
+
+
+def _audit_text(problem: str) -> str:
+    """An audit field is one short line: the last line of the message (the problem itself)."""
+    lines = [line.strip() for line in problem.splitlines() if line.strip()]
+    return (lines[-1] if lines else problem)[:200]
 
 
 def _sha_or_none(path: Path) -> str | None:

@@ -136,3 +136,106 @@ def test_sighup_reload_refuses_bad_config_and_applies_good_one(unit, broker):
     unit.wait_status(lambda s: s.get("camera_state") == "streaming" and s.get("list_version", 0) > 0)
     unit.signal(signal.SIGTERM)
     assert unit.wait(10) == 0
+
+
+def _audit_entries(unit) -> list[dict]:
+    path = unit.state_dir / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def _wait_log(unit, text: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in unit.log_text() and time.monotonic() < deadline and unit.proc.poll() is None:
+        time.sleep(0.2)
+
+
+def test_sighup_reload_refuses_config_whose_password_file_is_missing_and_keeps_running(unit, broker, tmp_path):
+    """A config that validates but cannot be put to work (here: the broker password file is missing)
+    is refused before anything running is stopped: no exit into a systemd restart loop."""
+    unit.publish(unit.build_lists(DEMO / "demo_list.csv"))
+    unit.write_config(camera={"loop": True, "fps": 25})
+    unit.start()
+    unit.wait_status(lambda s: s.get("frames", 0) > 10 and s.get("list_version", 0) > 0 and s.get("mqtt_connected"))
+    sniffer = Sniffer(broker.host, broker.port)
+    missing = tmp_path / "no-such-mqtt.password"
+    unit.write_config(camera={"loop": True, "fps": 25}, mqtt={"username": "edge", "password_file": str(missing)})
+    unit.signal(signal.SIGHUP)
+    _wait_log(unit, "config reload refused", 30)
+
+    assert unit.proc.poll() is None, f"daemon exited on reload:\n{unit.log_text()[-3000:]}"
+    log_text = unit.log_text()
+    assert "config reload refused, keeping the running config" in log_text
+    assert f"mqtt.password_file {missing}: cannot read" in log_text
+    refused = [e for e in _audit_entries(unit) if e["event"] == "config_change"]
+    assert refused and refused[-1]["data"]["accepted"] is False
+    assert "mqtt.password_file" in refused[-1]["data"]["error"]
+    # still running on the old config: reading frames, connected, and delivering (the audit entry
+    # of the refused reload itself travels through the outbox to the broker)
+    frames = unit.status()["frames"]
+    unit.wait_status(lambda s: s["frames"] > frames + 10 and s["state"] == "online" and s["mqtt_connected"])
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        sent = [json.loads(p) for t, p in sniffer.messages if t == "anpr/unit-t1/audit"]
+        if any(e["event"] == "config_change" and e["data"]["accepted"] is False for e in sent):
+            break
+        time.sleep(0.2)
+    sniffer.close()
+    assert any(e["event"] == "config_change" and e["data"]["accepted"] is False for e in sent), sniffer.messages[-5:]
+    assert "config reloaded" not in unit.log_text()
+    unit.signal(signal.SIGTERM)
+    assert unit.wait(10) == 0
+
+
+def test_reload_whose_new_parts_fail_to_start_goes_back_to_the_previous_config(unit, broker, monkeypatch, caplog):
+    """Built fine but failed to start after the running parts were stopped: the unit rebuilds and
+    restarts from the config it ran before instead of exiting."""
+    import logging
+    import threading
+
+    from edge.config import load_config
+    from edge.daemon import Daemon
+    from edge.lists.sync import ListSync
+
+    unit.publish(unit.build_lists(DEMO / "demo_list.csv"))
+    path = unit.write_config(camera={"loop": True, "fps": 25})
+    starts = []
+    real_start = ListSync.start
+
+    def start_failing_on_reload(self):
+        starts.append(self)
+        if len(starts) == 2:  # 1: start-up, 2: the reload, 3: the way back
+            raise RuntimeError("can't start new thread")
+        return real_start(self)
+
+    monkeypatch.setattr(ListSync, "start", start_failing_on_reload)
+    caplog.set_level(logging.INFO, logger="edge.daemon")
+    daemon = Daemon(load_config(path), path)
+    result = []
+    thread = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (unit.status().get("frames", 0) > 10 and unit.status().get("mqtt_connected")):
+            assert thread.is_alive() and time.monotonic() < deadline, caplog.text[-3000:]
+            time.sleep(0.2)
+        unit.write_config(camera={"loop": True, "fps": 25}, lists={"enabled": ["nl-stolen"]})
+        daemon.request_reload()
+        deadline = time.monotonic() + 60
+        while "config reload rolled back" not in caplog.text:
+            assert thread.is_alive() and time.monotonic() < deadline, caplog.text[-3000:]
+            time.sleep(0.2)
+        assert len(starts) == 3
+        assert "config reload failed while starting the new parts (RuntimeError at" in caplog.text
+        assert daemon.cfg.lists.enabled == ["*"]  # the previous config again
+        entries = _audit_entries(unit)
+        change = [e for e in entries if e["event"] == "config_change"][-1]
+        assert change["data"]["accepted"] is False and change["data"]["error"].startswith("RuntimeError")
+        frames = daemon.pipeline.stats.frames
+        deadline = time.monotonic() + 60
+        while not (daemon.pipeline.stats.frames > frames + 10 and daemon.publisher.connected):
+            assert thread.is_alive() and time.monotonic() < deadline, caplog.text[-3000:]
+            time.sleep(0.2)
+    finally:
+        daemon.request_stop()
+        thread.join(30)
+    assert result == [0]
