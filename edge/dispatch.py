@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from edge.hits import EvidenceConfig, HitIdentity, enqueue_hit
+from edge.outbox import OutboxError
 from edge.types import Hit, ListMatch, Passage
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,30 @@ class DispatchStats:
     matched: int = 0  # passages with at least one list match (before the cool-down)
     hits: int = 0
     suppressed: int = 0  # same plate on the same list within the cool-down
-    outbox_refused: int = 0
+    outbox_refused: int = 0  # messages not stored: outbox full, or its file not writable (disk full)
+
+
+class _Refusing:
+    """The outbox as enqueue_hit sees it: a failed write (OutboxError, e.g. disk full) is a refusal, not a crash.
+
+    The message that could not be stored is logged by hit id and list ids only, never the plate; its
+    cool-down did not start either (same transaction), so the next passage of that plate tries again.
+    """
+
+    def __init__(self, outbox):
+        self._outbox = outbox
+
+    def suppressed(self, plate: str, list_id: str, now: float | None = None) -> bool:
+        return self._outbox.suppressed(plate, list_id, now)
+
+    def put(self, topic: str, payload: bytes, hit_id: str, *, cooldown=(), now: float | None = None) -> bool:
+        try:
+            return self._outbox.put(topic, payload, hit_id, cooldown=cooldown, now=now)
+        except OutboxError as e:
+            # e names the outbox file, the hit id and SQLite's reason (which never quotes stored values)
+            log.error("hit %s for list(s) %s NOT stored, the outbox cannot be written: %s",
+                      hit_id, ",".join(list_id for _, list_id in cooldown), e)
+            return False
 
 
 class HitDispatcher:
@@ -58,7 +82,7 @@ class HitDispatcher:
             return []
         self.stats.matched += 1
         hit = Hit(passage=passage, matches=tuple(sorted(matches, key=lambda m: -m.priority)))
-        result = enqueue_hit(self.outbox, hit, self.identity(), self.versions(), self.evidence, self.default_topic,
+        result = enqueue_hit(_Refusing(self.outbox), hit, self.identity(), self.versions(), self.evidence, self.default_topic,
                              now=now.timestamp())
         self.stats.suppressed += result.suppressed
         self.stats.outbox_refused += result.refused

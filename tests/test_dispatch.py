@@ -112,3 +112,27 @@ def test_non_hit_is_not_logged_only_counted(setup, caplog):
     assert disp.handle(passage("XSNB23"), FRIDAY_NOON)
     assert (disp.stats.passages, disp.stats.unmatched, disp.stats.matched) == (2, 1, 1) and disp.stats.hits == 2
     assert "accepted for list(s)" in caplog.text
+
+
+def test_outbox_write_failure_is_counted_not_raised_and_logs_no_plate(setup, caplog):
+    """Disk full: the outbox cannot store the hit. The daemon must keep running (not crash-loop); the
+    refusal is counted and logged by hit id and list ids, never with the plate."""
+    import dataclasses
+    import logging
+
+    disp, outbox = setup
+    pages = outbox._db.execute("PRAGMA page_count").fetchone()[0]
+    outbox._db.execute(f"PRAGMA max_page_count={pages}")  # SQLite: "database or disk is full" on the next insert
+    caplog.set_level(logging.DEBUG)
+    noisy = np.random.default_rng(0).integers(0, 256, (40, 180, 3), dtype=np.uint8)  # a crop too big for free pages
+    p = dataclasses.replace(passage("XSNB23", formatted="XS-NB-23"), best_crop=noisy)
+    assert disp.handle(p, FRIDAY_NOON) == []
+    assert disp.stats.outbox_refused == 2 and disp.stats.hits == 0 and outbox.depth() == 0
+    errors = [r for r in caplog.records if r.name == "edge.dispatch" and r.levelno >= logging.ERROR]
+    assert len(errors) == 2 and "NOT stored" in caplog.text and "stolen" in caplog.text and "tax" in caplog.text
+    for needle in ("XSNB23", "XS-NB-23"):
+        assert needle not in caplog.text, caplog.text
+    # space again: the same plate is not held back by a cool-down that never started, and is stored
+    outbox._db.execute("PRAGMA max_page_count=1073741823")
+    assert disp.handle(passage("XSNB23"), FRIDAY_NOON + timedelta(seconds=5))
+    assert outbox.depth() == 2 and disp.stats.hits == 2 and disp.stats.suppressed == 0
