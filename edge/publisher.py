@@ -4,6 +4,16 @@ Two threads: the network thread connects (with backoff and clear errors), then r
 the worker thread publishes outbox items in order (a bounded window in flight), deletes them
 from the outbox only when their PUBACK arrived, and sends the heartbeat. The caller's thread is
 never blocked: a hit is safe once `Outbox.put` returned, whatever the broker does.
+
+Every connection gets a fresh paho client, so paho never re-sends anything on its own: after a
+reconnect the worker re-sends from the outbox, oldest first, and only once the network thread has
+finished handling the CONNACK. One hit the broker cannot take must not block the ones after it:
+a hit larger than the broker's MQTT 5 Maximum Packet Size is not sent (paho 2.2 ignores that
+limit, and the broker would drop the connection), and a hit that is the oldest in flight each time
+the connection drops, several times in a row, is held back for a while. Both stay in the outbox.
+An MQTT 3.1.1 broker with a size limit that acknowledges a too-large message and then silently
+discards it (Mosquitto's message_size_limit) cannot be detected from here: the hit counts as
+delivered. Keep such limits well above the largest hit (frame evidence can be a few hundred KB).
 """
 
 from __future__ import annotations
@@ -32,6 +42,10 @@ from edge.hits import check_topic_template
 from edge.outbox import Outbox
 
 log = logging.getLogger(__name__)
+
+DROPS_BEFORE_HOLDING_BACK = 3  # connection drops in a row with the same hit oldest in flight
+TOO_LARGE_RETRY_S = 3600.0  # a hit over the broker's Maximum Packet Size is looked at again after this
+_STABLE_LINK_S = 10.0  # a connection up this long restarts the reconnect backoff at its minimum
 
 
 class TlsConfig(Section):
@@ -193,6 +207,13 @@ def describe_connack(reason: object, username: str) -> str:
     return f"broker refused the connection: {text}"
 
 
+def publish_packet_size(topic: str, payload_len: int, v5: bool) -> int:
+    """Bytes of the QoS 1 PUBLISH packet paho builds for this topic and payload (no properties)."""
+    remaining = 2 + len(topic.encode("utf-8")) + 2 + payload_len + (1 if v5 else 0)
+    length_bytes = 1 if remaining < 128 else 2 if remaining < 16_384 else 3 if remaining < 2_097_152 else 4
+    return 1 + length_bytes + remaining
+
+
 def _where(exc: BaseException) -> str:
     """Exception type and innermost code location only: messages from other code might carry plate text."""
     tb = traceback.extract_tb(exc.__traceback__)
@@ -208,6 +229,8 @@ class PublisherStats:
     connects: int = 0
     disconnects: int = 0
     heartbeats: int = 0
+    too_large: int = 0  # hits not sent: larger than the broker's Maximum Packet Size (kept in the outbox)
+    held_back: int = 0  # times a hit was held back: the connection kept dropping while it was in flight
     protocol: str = ""
 
 
@@ -216,6 +239,7 @@ class _Inflight:
     hit_id: str
     sent: float  # monotonic
     attempts: int = 0  # refusals so far (from the outbox)
+    seq: int = 0  # outbox order
 
 
 @dataclass
@@ -240,9 +264,11 @@ class Publisher:
         self._password = read_password(mqtt_cfg.password_file) if mqtt_cfg.password_file else None
         self._ssl = make_ssl_context(mqtt_cfg.tls) if mqtt_cfg.tls is not None else None
         self._state = _State()
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # ends the network thread (after a clean DISCONNECT)
+        self._worker_stop = threading.Event()  # ends the worker thread
         self._wake = threading.Event()
-        self._acks: queue.SimpleQueue = queue.SimpleQueue()  # (client generation, mid, reason) from paho
+        # ("ack", client generation, mid, reason) from paho; ("down", generation, 0, None) from the network thread
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
         self._generation = 0
         self._client: mqtt.Client | None = None
         self._client_lock = threading.Lock()
@@ -251,6 +277,17 @@ class Publisher:
         self._threads: list[threading.Thread] = []
         self._sock_errors: list[str] = []  # paho's error log lines of the current attempt
         self._connack = None
+        self._max_packet: int | None = None  # the broker's Maximum Packet Size (MQTT 5 CONNACK), None = not given
+        # The worker's own bookkeeping (only the worker thread touches these):
+        self._inflight_gen = 0  # the client generation the in-flight hits were published with
+        self._acked_seq = 0  # highest outbox seq acknowledged on that connection
+        self._suspect: tuple[str, int] = ("", 0)  # (hit id, drops in a row while it was the oldest in flight)
+        self._probe = False  # one hit in flight at a time, until one is acknowledged (after a suspicious drop)
+        self._too_large_logged: set[str] = set()
+        # Nothing is published after 'offline': stop() sets _closing under this lock, publishers check it.
+        self._pub_lock = threading.Lock()
+        self._closing = False
+        self._offline_on: mqtt.Client | None = None  # the client stop() queued 'offline' on
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -277,19 +314,37 @@ class Publisher:
         self._wake.set()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Publish 'offline', wait up to timeout for hits in flight, disconnect, end the threads."""
+        """Wait up to timeout for hits in flight, end the worker, publish 'offline', disconnect cleanly.
+
+        The order matters: the clean DISCONNECT suppresses the will, so the retained status must
+        already say 'offline', and no heartbeat the worker was still building may follow it.
+        """
         deadline = time.monotonic() + timeout
         while self.connected and self._state.inflight and time.monotonic() < deadline:
             self._wake.set()
             time.sleep(0.02)
+        self.outbox.off_put(self.notify)
+        self._worker_stop.set()
+        self._wake.set()
+        for t in self._threads:
+            if t.name == "mqtt-pub":
+                t.join(max(0.1, deadline - time.monotonic()) + 2.0)
         client = self._client
-        if client is not None and self.connected:
+        info = None
+        with self._pub_lock:  # a worker still stuck past its join cannot publish after this
+            self._closing = True
+            if client is not None and self.connected:
+                try:  # publish() only queues: the network thread writes it, then the DISCONNECT
+                    info = client.publish(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
+                    if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                        self._offline_on = client
+                except (RuntimeError, ValueError):
+                    pass
+        if info is not None:
             try:
-                info = client.publish(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
                 info.wait_for_publish(max(0.1, min(2.0, deadline - time.monotonic())))
             except (RuntimeError, ValueError):
                 pass
-        self.outbox.off_put(self.notify)
         self._stop.set()  # the network thread sends DISCONNECT itself: it is the only one that writes
         self._wake.set()
         for t in self._threads:
@@ -315,7 +370,7 @@ class Publisher:
                 c.tls_insecure_set(True)
         c.will_set(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
         gen = self._generation = self._generation + 1
-        c.on_connect = lambda cl, ud, flags, rc, props: self._on_connect(gen, rc)
+        c.on_connect = lambda cl, ud, flags, rc, props: self._on_connect(gen, rc, props)
         c.on_disconnect = lambda cl, ud, flags, rc, props: self._on_disconnect(gen, rc)
         c.on_publish = lambda cl, ud, mid, rc, props: self._on_publish(gen, mid, rc)
         c.on_log = self._on_log
@@ -332,19 +387,27 @@ class Publisher:
         if level == mqtt.MQTT_LOG_ERR:
             self._sock_errors.append(buf)
 
-    def _on_connect(self, gen: int, rc) -> None:
+    def _on_connect(self, gen: int, rc, props=None) -> None:
+        """CONNACK (network thread, inside client.loop()). The link is marked ready in _link_up, after that loop() call."""
         if gen != self._generation:
             return
-        self._connack = rc
         if rc.is_failure:
             self._state.last_error = describe_connack(rc, self.cfg.username)
             log.error("%s", self._state.last_error)
-            return
+        else:
+            size = getattr(props, "MaximumPacketSize", None) if props is not None else None
+            self._max_packet = int(size) if size else None
+        self._connack = rc
+
+    def _link_up(self) -> None:
+        """The CONNACK was handled: let the worker publish (network thread, outside paho's callbacks)."""
         self._state.connected = True
         self._state.last_error = ""
         self.stats.connects += 1
         self._announce = True
-        log.info("connected to MQTT broker %s:%d (MQTT %s)", self.cfg.host, self.cfg.effective_port, self.stats.protocol)
+        limit = f", max packet {self._max_packet} bytes" if self._max_packet else ""
+        log.info("connected to MQTT broker %s:%d (MQTT %s%s)", self.cfg.host, self.cfg.effective_port,
+                 self.stats.protocol, limit)
         self._wake.set()
 
     def _on_disconnect(self, gen: int, rc) -> None:
@@ -357,7 +420,7 @@ class Publisher:
         self._state.connected = False
 
     def _on_publish(self, gen: int, mid: int, rc) -> None:
-        self._acks.put((gen, mid, rc))
+        self._events.put(("ack", gen, mid, rc))
         self._wake.set()
 
     def _sleep(self, seconds: float) -> bool:
@@ -373,6 +436,7 @@ class Publisher:
                     self._client = self._new_client()
                 client = self._client
             self._connack = None
+            self._max_packet = None
             self._sock_errors = []
             try:
                 client.connect(host, port, self.cfg.keepalive_s)
@@ -383,6 +447,8 @@ class Publisher:
                 backoff = min(backoff * 2, self.cfg.reconnect_max_s)
                 continue
             started = time.monotonic()
+            up_since = 0.0
+            gen = self._generation
             rc = mqtt.MQTT_ERR_SUCCESS
             while not self._stop.is_set():
                 try:
@@ -397,15 +463,29 @@ class Publisher:
                     break
                 if self._connack is not None and self._connack.is_failure:
                     break
-            was_up = self._state.connected
+                if not up_since and self._connack is not None:
+                    # Only now, after the loop() call that handled the CONNACK returned: the worker must
+                    # not publish from inside paho's CONNACK handling (a reused client re-sends its
+                    # unacknowledged messages there, after on_connect; new hits would overtake them).
+                    up_since = time.monotonic()
+                    self._link_up()
             self._state.connected = False
             if self._stop.is_set():
-                self._say_goodbye(client)
+                self._say_goodbye(client, bool(up_since))
                 break
+            if up_since:
+                self._events.put(("down", gen, 0, None))
+                self._wake.set()
             try:
                 client.disconnect()
             except Exception:  # noqa: BLE001 - the socket may already be gone
                 pass
+            with self._client_lock:
+                # A fresh client for the next connection: paho would otherwise re-send its unacknowledged
+                # messages by itself, the oldest first, including a hit the broker keeps dropping us for.
+                # The worker re-sends from the outbox instead (in order, without held-back hits).
+                if self._client is client:
+                    self._client = None
             if self._connack is None:
                 errs = self._sock_errors
                 err = next((e for e in errs if "certificate" in e.lower() or "alert" in e.lower()),
@@ -435,16 +515,21 @@ class Publisher:
             elif self._connack.is_failure and self.cfg.protocol == "auto" and "protocol" in str(self._connack).lower():
                 self._use_v5 = not self._use_v5
                 self._client = None
-            if was_up:
-                backoff = self.cfg.reconnect_min_s
+            if up_since and time.monotonic() - up_since >= _STABLE_LINK_S:
+                backoff = self.cfg.reconnect_min_s  # a link that was up a while: reconnect quickly
             if self._sleep(backoff * random.uniform(0.5, 1.0)):  # jitter: a fleet must not reconnect in step
                 break
             backoff = min(backoff * 2, self.cfg.reconnect_max_s)
 
-    @staticmethod
-    def _say_goodbye(client: mqtt.Client) -> None:
-        """A clean DISCONNECT, so the broker drops the will instead of publishing it."""
+    def _say_goodbye(self, client: mqtt.Client, up: bool) -> None:
+        """A clean DISCONNECT, so the broker drops the will instead of publishing it.
+
+        When the link came up only while stop() was running, stop() could not say 'offline': do it
+        here, ahead of the DISCONNECT on the same connection.
+        """
         try:
+            if up and self._offline_on is not client:
+                client.publish(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
             client.disconnect()
             client.loop_write()
         except Exception:  # noqa: BLE001 - the socket may already be gone; the will then says offline
@@ -459,22 +544,22 @@ class Publisher:
 
     def _worker_main(self) -> None:
         next_beat = 0.0
-        inflight_gen = 0
-        while not self._stop.is_set():
+        while not self._worker_stop.is_set() and not self._stop.is_set():
             self._wake.wait(timeout=0.25)
             self._wake.clear()
+            if self._worker_stop.is_set():
+                break
             try:
-                self._drain_acks()
+                self._drain_events()
                 client = self._client
                 if client is None or not self._state.connected:
                     continue
-                if inflight_gen != self._generation:  # a new client lost paho's queue: re-send from the outbox
+                gen = self._generation
+                if self._inflight_gen != gen:  # a new connection (and client): re-send from the outbox
                     self._state.inflight.clear()
-                    inflight_gen = self._generation
+                    self._inflight_gen = gen
+                    self._acked_seq = 0
                 now = time.monotonic()
-                if self._announce:  # just (re)connected: paho re-sends what was in flight, restart their clocks
-                    for it in self._state.inflight.values():
-                        it.sent = now
                 if self._announce or now >= next_beat:
                     self._announce = False
                     self._heartbeat(client)
@@ -484,14 +569,20 @@ class Publisher:
                 log.error("publisher worker error %s (hits stay in the outbox)", _where(e))
                 self._sleep(1.0)
 
-    def _drain_acks(self) -> None:
+    def _drain_events(self) -> None:
         done: list[str] = []
         while True:
             try:
-                gen, mid, rc = self._acks.get_nowait()
+                kind, gen, mid, rc = self._events.get_nowait()
             except queue.Empty:
                 break
-            if gen != self._generation:
+            if kind == "down":
+                if done:  # acks that came before the drop count first
+                    self.stats.acked += self.outbox.ack(*done)
+                    done = []
+                self._link_dropped(gen)
+                continue
+            if kind != "ack" or gen != self._inflight_gen:
                 continue
             item = self._state.inflight.pop(mid, None)
             if item is None:
@@ -503,20 +594,61 @@ class Publisher:
                 self.outbox.defer(item.hit_id, delay)
             else:
                 done.append(item.hit_id)
+                self._acked_seq = max(self._acked_seq, item.seq)
+                self._probe = False
+                if item.hit_id == self._suspect[0]:
+                    self._suspect = ("", 0)
         if done:
             self.stats.acked += self.outbox.ack(*done)
+
+    def _link_dropped(self, gen: int) -> None:
+        """The connection of generation gen was lost: is one hit the likely cause, again and again?
+
+        Some brokers just drop the connection on a message they will not take (too large, or refused
+        by a plugin) instead of answering with a reason code. Then the same oldest hit would be sent
+        first after every reconnect, forever, and nothing after it would get through.
+
+        The oldest hit in flight is only a suspect: the broker may have taken it and lost our PUBACK
+        when it dropped us for a later one. So after such a drop the next connection sends one hit at
+        a time (probe) until one is acknowledged; a hit held back has dropped the connection at least
+        twice while it was the only hit in flight.
+        """
+        if gen != self._inflight_gen or not self._state.inflight:
+            return  # nothing was published on that connection: it says nothing about any hit
+        oldest = min(self._state.inflight.values(), key=lambda it: it.seq)
+        if self._acked_seq > oldest.seq:
+            self._suspect = ("", 0)  # the broker took a later hit on that connection: not this one's fault
+            return
+        drops = self._suspect[1] + 1 if self._suspect[0] == oldest.hit_id else 1
+        self._suspect = (oldest.hit_id, drops)
+        self._probe = True
+        if drops < DROPS_BEFORE_HOLDING_BACK:
+            return
+        self._suspect = ("", 0)
+        self.stats.held_back += 1
+        delay = min(TOO_LARGE_RETRY_S, 60.0 * 2 ** min(oldest.attempts, 6))  # 1 min doubling to 1 h
+        log.error("the connection dropped %d times in a row while hit %s was the oldest in flight; "
+                  "holding it back for %.0f s so later hits get through (it stays in the outbox)",
+                  drops, oldest.hit_id, delay)
+        self.outbox.defer(oldest.hit_id, delay)
+        self._state.inflight.clear()  # that connection is gone; the next one re-sends from the outbox
 
     def _publish_pending(self, client: mqtt.Client) -> None:
         now = time.monotonic()
         stale = [mid for mid, it in self._state.inflight.items() if now - it.sent > self.ack_timeout_s]
         for mid in stale:  # no PUBACK for too long while connected: send again (dedup by hit id)
             self._state.inflight.pop(mid, None)
-        free = self.cfg.max_inflight - len(self._state.inflight)
+        window = 1 if self._probe else self.cfg.max_inflight
+        free = window - len(self._state.inflight)
         if free <= 0:
             return
         busy = {it.hit_id for it in self._state.inflight.values()}
+        limit = self._max_packet
         for item in self.outbox.pending(limit=free + len(busy)):
             if item.hit_id in busy:
+                continue
+            if limit and publish_packet_size(item.topic, len(item.payload), self._use_v5) > limit:
+                self._too_large(item.hit_id, limit)
                 continue
             try:
                 info = client.publish(item.topic, item.payload, qos=1, retain=False)
@@ -527,10 +659,24 @@ class Publisher:
             if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
                 log.warning("publish of hit %s not queued (rc %s)", item.hit_id, info.rc)
                 break
-            self._state.inflight[info.mid] = _Inflight(item.hit_id, now, item.attempts)
+            self._state.inflight[info.mid] = _Inflight(item.hit_id, now, item.attempts, item.seq)
             self.stats.published += 1
             if info.rc == mqtt.MQTT_ERR_NO_CONN:
-                break  # paho keeps it and sends it on reconnect
+                break  # the link is gone; the next connection re-sends it from the outbox
+
+    def _too_large(self, hit_id: str, limit: int) -> None:
+        """A hit the broker would drop the connection for: keep it in the outbox, let later hits pass."""
+        # paho 2.2 does not enforce the broker's Maximum Packet Size; sending it would only get the
+        # connection closed, and the hit would come first again after every reconnect.
+        if hit_id not in self._too_large_logged:
+            if len(self._too_large_logged) >= 10_000:
+                self._too_large_logged.clear()
+            self._too_large_logged.add(hit_id)
+            self.stats.too_large += 1
+            log.error("hit %s is larger than the broker's maximum packet size (%d bytes); not sent, kept in "
+                      "the outbox and retried every %.0f s (raise the broker's max_packet_size)",
+                      hit_id, limit, TOO_LARGE_RETRY_S)
+        self.outbox.defer(hit_id, TOO_LARGE_RETRY_S)
 
     # -- status ---------------------------------------------------------------------------------
 
@@ -558,5 +704,8 @@ class Publisher:
             extra = {}
         extra.update(self.status_snapshot())
         payload = self._status_payload("online", sanitize_status(extra))
-        client.publish(self.status_topic, payload, qos=1, retain=True)
+        with self._pub_lock:
+            if self._closing:  # stop() is publishing 'offline': a late heartbeat must not overwrite it
+                return
+            client.publish(self.status_topic, payload, qos=1, retain=True)
         self.stats.heartbeats += 1

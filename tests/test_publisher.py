@@ -8,6 +8,7 @@ persistence on, so what the broker acknowledged is delivered even across a broke
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -465,4 +466,180 @@ def test_order_holds_under_concurrent_publishing(pbroker, tmp_path):
     finally:
         sys.setswitchinterval(old)
         pub.stop()
+        col.close()
+
+
+# -- one hit the broker will not take must not hold up the rest -----------------------------------
+
+BIG = 150_000  # frame evidence can make a hit a few hundred KB
+
+
+@pytest.fixture
+def small_broker(pbroker):
+    """pbroker with `max_packet_size 100000`: Mosquitto closes the connection of a client that sends a
+    larger packet, and announces the limit in the MQTT 5 CONNACK (3.1.1 clients are not told)."""
+    pbroker.stop()
+    pbroker.extra_conf += "max_packet_size 100000\n"
+    pbroker.start()
+    return pbroker
+
+
+def put_with_big(outbox: Outbox) -> tuple[list[str], str]:
+    """Five hits, the third one of BIG bytes; returns (all ids in order, the big one's id)."""
+    ids = []
+    for i in range(5):
+        h = new_hit_id()
+        body = {"hit_id": h, "plate": "XSNB23", "evidence": "Q" * (BIG if i == 2 else 10)}
+        assert outbox.put(TOPIC, json.dumps(body).encode(), h)
+        ids.append(h)
+    return ids, ids[2]
+
+
+def test_hit_over_the_brokers_maximum_packet_size_is_kept_and_later_hits_flow(small_broker, tmp_path, caplog):
+    """paho 2.2 ignores the broker's Maximum Packet Size: the old code sent the big hit, the broker
+    closed the connection, and after every reconnect the same hit went first again; nothing behind it
+    ever arrived (24 reconnects in 8 s)."""
+    caplog.set_level(logging.INFO, logger="edge.publisher")
+    col = Collector(small_broker.port)
+    ob = Outbox(tmp_path / "o.sqlite")
+    ids, big = put_with_big(ob)
+    pub = Publisher(cfg_for(small_broker.port, protocol="5"), ob, "unit-1")
+    pub.start()
+    try:
+        small = set(ids) - {big}
+        assert wait_for(lambda: col.unique() >= small, timeout=10), (len(small - col.unique()), pub.stats)
+        later = put_hits(ob, 3, pub)  # and delivery goes on
+        assert wait_for(lambda: col.unique() >= set(later), timeout=10)
+        assert big not in col.unique()
+        assert wait_for(lambda: ob.depth() == 1), ob.depth()  # acks may trail the subscriber's copy
+        assert [i.hit_id for i in ob.pending(now=time.time() + 1e6)] == [big]  # kept
+        assert pub.stats.too_large == 1 and pub.stats.connects == 1  # never sent, so never cut off
+        assert col.ids == [h for h in ids + later if h != big]  # the rest in order
+    finally:
+        pub.stop()
+        col.close()
+    told = [r for r in caplog.records if big in r.getMessage()]
+    assert len(told) == 1 and told[0].levelno == logging.ERROR and "maximum packet size" in told[0].getMessage()
+    assert "XSNB23" not in caplog.text and "QQQQ" not in caplog.text  # hit id only, never the content
+
+
+def test_hit_the_broker_keeps_dropping_the_connection_for_is_held_back(small_broker, tmp_path, caplog):
+    """MQTT 3.1.1: the broker cannot announce its limit and just closes the connection on the big
+    hit. After a few drops in a row with that hit the oldest in flight, it is held back (kept in the
+    outbox) so the hits behind it get through; the old code reconnected and re-sent it forever."""
+    caplog.set_level(logging.INFO, logger="edge.publisher")
+    col = Collector(small_broker.port)
+    ob = Outbox(tmp_path / "o.sqlite")
+    ids, big = put_with_big(ob)
+    pub = Publisher(cfg_for(small_broker.port, protocol="3.1.1"), ob, "unit-1")
+    pub.start()
+    try:
+        small = set(ids) - {big}
+        assert wait_for(lambda: col.unique() >= small, timeout=10), (len(small - col.unique()), pub.stats)
+        later = put_hits(ob, 3, pub)
+        assert wait_for(lambda: col.unique() >= set(later), timeout=10)
+        assert big not in col.unique()
+        assert wait_for(lambda: ob.depth() == 1), ob.depth()
+        assert [i.hit_id for i in ob.pending(now=time.time() + 1e6)] == [big]
+        assert pub.stats.held_back == 1 and pub.connected
+        connects = pub.stats.connects
+        time.sleep(1.0)
+        assert pub.stats.connects == connects  # no reconnect loop any more
+    finally:
+        pub.stop()
+        col.close()
+    told = [r for r in caplog.records if big in r.getMessage()]
+    assert len(told) == 1 and told[0].levelno == logging.ERROR
+    assert "XSNB23" not in caplog.text and "QQQQ" not in caplog.text
+
+
+# -- 'offline' is the last word ---------------------------------------------------------------------
+
+def test_offline_stays_the_retained_status_when_stop_meets_a_heartbeat(pbroker, tmp_path):
+    """stop() published 'offline' while the worker was still building a heartbeat, which then went out
+    after it; the clean DISCONNECT suppresses the will, so the retained status said 'online' for a
+    unit that was down. The status provider here is slow just when stop() is called."""
+    ob = Outbox(tmp_path / "o.sqlite")
+    for round_ in range(3):
+        watch = Collector(pbroker.port, "anpr/status/#", f"watch-{round_}")
+        slow = threading.Event()
+        inside = threading.Event()
+        mark = [0]
+
+        def provider():
+            if slow.is_set():
+                inside.set()
+                # a slow status call (files, SQLite): back once 'offline' went out, or after 0.5 s
+                wait_for(lambda: any(s["state"] == "offline" for s in watch.status[mark[0]:]), timeout=0.5)
+            return {"camera_state": "streaming"}
+
+        pub = Publisher(cfg_for(pbroker.port, heartbeat_s=0.01), ob, "unit-1", provider)
+        pub.start()
+        try:
+            assert wait_for(lambda: watch.status and watch.status[-1]["state"] == "online", timeout=10)
+            mark[0] = len(watch.status)
+            slow.set()
+            assert inside.wait(5)
+        finally:
+            pub.stop()
+        watch.close()
+        late = Collector(pbroker.port, "anpr/status/#", f"late-{round_}")
+        assert wait_for(lambda: late.status, timeout=5)
+        time.sleep(0.2)
+        late.close()
+        assert [s["state"] for s in late.status] == ["offline"], (round_, late.status)
+
+
+# -- order across a reconnect -----------------------------------------------------------------------
+
+def test_hits_in_flight_at_a_reconnect_are_not_overtaken_by_new_ones(pbroker, tmp_path):
+    """paho calls on_connect before it re-sends the messages still unacknowledged from the last
+    connection; the old code let the worker publish new hits in that gap, ahead of them. The gap is
+    widened here with a sleep in on_connect so that the old code fails every time."""
+    col = Collector(pbroker.port)
+    proxy = Proxy(pbroker.port)
+    ob = Outbox(tmp_path / "o.sqlite", cooldown_s=0)
+    pub = Publisher(cfg_for(proxy.port, heartbeat_s=60), ob, "unit-1", ack_timeout_s=600)
+    on_connect = pub._on_connect
+
+    def slow_on_connect(*a):
+        on_connect(*a)
+        time.sleep(0.05)
+
+    pub._on_connect = slow_on_connect
+    pub.start()
+    ids: list[str] = []
+    stop = threading.Event()
+
+    def feeder():
+        while not stop.is_set():
+            ids.extend(put_hits(ob, 1, pub))
+            time.sleep(0.005)
+
+    t = threading.Thread(target=feeder)
+    try:
+        assert wait_for(lambda: pub.connected)
+        ids += put_hits(ob, 5, pub)
+        assert wait_for(lambda: ob.depth() == 0)
+        proxy.eat = True
+        ids += put_hits(ob, 10, pub)  # sent into a black hole: still in flight at the reconnect
+        assert wait_for(lambda: pub.stats.published >= 15)
+        time.sleep(0.2)
+        t.start()
+        proxy.cut()
+        proxy.restore()
+        assert wait_for(lambda: pub.stats.connects >= 2, timeout=10)
+        time.sleep(0.5)
+        stop.set()
+        t.join()
+        assert wait_for(lambda: ob.depth() == 0 and col.unique() >= set(ids), timeout=20), \
+            (ob.depth(), len(set(ids) - col.unique()))
+        first = list(dict.fromkeys(col.ids))  # the order in which each hit first arrived
+        assert first == ids, [ids.index(h) for h in first][:40]
+    finally:
+        stop.set()
+        if t.is_alive():
+            t.join()
+        pub.stop()
+        proxy.close()
         col.close()
