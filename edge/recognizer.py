@@ -71,8 +71,9 @@ def _row_split(grey: np.ndarray) -> int:
     return lo + int(np.argmin(energy))
 
 
-def line_image(crop: np.ndarray, height: int, width: int, two_row: bool) -> np.ndarray:
-    """The model's grey input line (uint8 height x width): two-row plates as top half | bottom half."""
+def line_image(crop: np.ndarray, height: int, width: int, two_row: bool, split: int | None = None) -> np.ndarray:
+    """The model's grey input line (uint8 height x width): two-row plates as top half | bottom half
+    (split between the rows at `split`, found from the crop when not given)."""
     if crop.ndim == 3:
         grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
     else:
@@ -82,7 +83,7 @@ def line_image(crop: np.ndarray, height: int, width: int, two_row: bool) -> np.n
     if not two_row:
         line = _resize(grey, width, height)
     else:
-        s = _row_split(grey)
+        s = _row_split(grey) if split is None else split
         pad = max(int(grey.shape[0] * 0.03), 1)
         top, bottom = grey[: s + pad], grey[max(s - pad, 0):]
         half = width // 2
@@ -107,6 +108,8 @@ class _Decoded:
     char_probs: tuple[float, ...]
     position_probs: np.ndarray  # L x C (non-blank classes, renormalised)
     gap_risk: float  # highest non-blank probability between emitted characters (a missed character)
+    spans: tuple[tuple[int, int], ...] = ()  # first and last time step of each character
+    steps: int = 0  # time steps of the model's output (across the width of its input line)
 
 
 _OTHER_LAYOUT_FACTOR = 0.9  # prior for the layout the crop's aspect ratio does not suggest
@@ -122,22 +125,25 @@ def _layout_score(read: PlateRead) -> float:
 
 
 _MARK_DOUBT = 0.8  # a character a coloured mark produced is read with less confidence than this
+_MARK_COVER = 0.25  # ... and sits where a mark covers at least this share of a column of the model's line
 
 
-def _only_marks_dropped(read: PlateRead, again: PlateRead) -> bool:
+def _only_marks_dropped(read: PlateRead, again: PlateRead, on_marks: tuple[bool, ...]) -> bool:
     """Whether the read with coloured marks painted out is the first read less one or two doubtful
-    characters, and surer. Real characters are read with confidence (0.95-1.0 where painting hit
-    one on rendered plates); arms read as letters are not (0.34-0.76 on real Austrian crops)."""
+    characters, every other character of which was read with confidence, and surer. Real characters
+    are read with confidence (0.95-1.0 where painting hit one on rendered plates); arms read as
+    letters are not (0.34-0.76 on real Austrian crops). A first read with doubt elsewhere too is
+    left as it is: the re-read would only make a poor read look sure."""
     a, b = read.text, again.text
     if not 1 <= len(a) - len(b) <= 2 or len(b) < 4 or again.confidence < read.confidence:
         return False
     j = 0
-    for ch, conf in zip(a, read.char_confidences):
-        if j < len(b) and b[j] == ch:
+    for ch, conf, marked in zip(a, read.char_confidences, on_marks):
+        if j < len(b) and b[j] == ch and conf >= _MARK_DOUBT:
             j += 1
-        elif conf >= _MARK_DOUBT:
-            return False  # a confidently read character would be lost
-    return j == len(b)
+        elif conf >= _MARK_DOUBT or not marked:
+            return False  # a confidently read character, or one that is not on a mark, would be lost
+    return j == len(b) and len(on_marks) == len(a)
 
 
 class PlateRecognizer:
@@ -208,25 +214,42 @@ class PlateRecognizer:
     def _read(self, crop: np.ndarray, rectified: bool) -> PlateRead:
         if not isinstance(crop, np.ndarray) or crop.ndim not in (2, 3) or crop.size == 0:
             raise ValueError("read_crop: crop must be a non-empty H x W (x 3) uint8 array")
-        read = self._read_layouts(crop, rectified)
+        read, two_row, decoded = self._read_layouts(crop, rectified)
         if self.ignore_marks and read.text and min(read.char_confidences, default=1.0) < _MARK_DOUBT:
             painted = paint_out_marks(crop)
             if painted is not None:
-                again = self._read_layouts(painted, rectified)
-                if _only_marks_dropped(read, again):
+                again = self._read_layouts(painted, rectified)[0]
+                on_marks = self._on_marks(crop, painted, two_row, decoded)
+                if _only_marks_dropped(read, again, on_marks):
                     return again
         return read
 
-    def _read_layouts(self, crop: np.ndarray, rectified: bool) -> PlateRead:
+    def _read_layouts(self, crop: np.ndarray, rectified: bool) -> tuple[PlateRead, bool, _Decoded]:
+        """The best read over the layout hypotheses, its layout and its greedy decoding."""
         best, best_score = None, -1.0
         for i, two_row in enumerate(self.layouts(crop, rectified)):
-            r = self._decode_read(self.probabilities(crop, two_row))
+            r, d = self._decode(self.probabilities(crop, two_row))
             # the shape's own layout comes first; the other must be clearly more confident to win
             score = _layout_score(r) * (1.0 if i == 0 else _OTHER_LAYOUT_FACTOR)
             if best is None or score > best_score:
-                best, best_score = r, score
+                best, best_score = (r, two_row, d), score
         assert best is not None
         return best
+
+    def _on_marks(self, crop: np.ndarray, painted: np.ndarray, two_row: bool, d: _Decoded) -> tuple[bool, ...]:
+        """For each character (its time steps): does it sit on a painted-out mark in the model's line?"""
+        grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
+        mask = np.where((painted != crop).any(axis=2), 255, 0).astype(np.uint8)
+        h, w = self.contract.input_height, self.contract.input_width
+        split = _row_split(grey) if two_row and grey.shape[0] >= 2 else None
+        line = line_image(mask, h, w, two_row, split) > 127
+        cover = line.mean(axis=0)  # share of each column of the line that is mark
+        steps = max(d.steps, 1)
+        out = []
+        for a, b in d.spans:  # CTC peaks sit near, not exactly on, their glyph: one step either side
+            c0, c1 = int(max(a - 1, 0) * w / steps), int(min(b + 2, steps) * w / steps)
+            out.append(bool(cover[c0:c1].max() >= _MARK_COVER) if c1 > c0 else False)
+        return tuple(out)
 
     # ---- decoding -------------------------------------------------------------------------
     def _greedy(self, probs: np.ndarray) -> _Decoded:
@@ -256,9 +279,12 @@ class PlateRecognizer:
             covered[a: b + 1] = True
         gap = float(nb[~covered].max()) if (~covered).any() and nb.shape[1] else 0.0
         pos = np.vstack(rows) if rows else np.zeros((0, nb.shape[1]), np.float32)
-        return _Decoded("".join(chars), tuple(confs), pos, gap)
+        return _Decoded("".join(chars), tuple(confs), pos, gap, tuple((a, b) for _, a, b in segs), len(path))
 
     def _decode_read(self, probs: np.ndarray) -> PlateRead:
+        return self._decode(probs)[0]
+
+    def _decode(self, probs: np.ndarray) -> tuple[PlateRead, _Decoded]:
         d = self._greedy(probs)
         text, confs = d.text, list(d.char_probs)
         country = ""
@@ -281,7 +307,7 @@ class PlateRecognizer:
             confidence=confidence,
             char_confidences=tuple(float(c) for c in confs),
             alternatives=alternatives,
-        )
+        ), d
 
     def _plausible_change(self, d: _Decoded, nl_text: str) -> bool:
         """The Dutch reading may replace the greedy one only through look-alikes or close second choices."""

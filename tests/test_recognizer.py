@@ -13,6 +13,7 @@ import pytest
 from edge.grammar import is_valid_nl
 from edge.modelcontract import ModelContract, ModelContractError, make_session, read_metadata
 from edge.recognizer import PlateRecognizer, RecognizerConfig, line_image, rectify
+from edge.types import PlateRead
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = ROOT / "models" / "recognizer.onnx"
@@ -130,6 +131,24 @@ def test_coats_of_arms_are_not_read_as_letters(rec, shared_data):
     # plates without coloured marks and yellow Dutch plates read exactly as before
     for img, text, _ in _eu2(shared_data, "nl")[:10]:
         assert rec.read_crop(img).text == plain.read_crop(img).text
+
+
+def test_a_character_is_dropped_only_if_it_was_doubtful_and_on_a_mark():
+    from edge.recognizer import _only_marks_dropped
+
+    def r(text, confs):
+        return PlateRead(text=text, formatted=text, country="", confidence=float(np.prod(confs)),
+                         char_confidences=tuple(confs))
+
+    first = r("WF86469A", [1.0, 0.34, 1.0, 1.0, 1.0, 1.0, 0.98, 1.0])
+    again = r("W86469A", [1.0] * 7)
+    on_f = (False, True) + (False,) * 6
+    assert _only_marks_dropped(first, again, on_f)
+    assert not _only_marks_dropped(first, again, (False,) * 8)  # the doubtful F is not where a mark was
+    assert not _only_marks_dropped(r("WF86469A", [1.0, 0.9] + [1.0] * 6), again, on_f)  # F was read surely
+    assert not _only_marks_dropped(first, r("W86469A", [0.2] * 7), on_f)  # the re-read is less sure
+    doubt_elsewhere = r("WF86469A", [1.0, 0.34, 1.0, 0.5, 1.0, 1.0, 0.98, 1.0])
+    assert not _only_marks_dropped(doubt_elsewhere, again, on_f)  # a poor read is not made to look sure
 
 
 def test_reads_rendered_plates_through_corners(rec):
