@@ -195,3 +195,85 @@ def test_nothing_secret_reaches_disk_or_logs(fleet, caplog, tmp_path):
             assert secret not in data, (p.name, secret)
     for text in ("XSNB23", "ZZ999Z", "AB123C", "ZZ-999-Z"):
         assert text not in caplog.text
+
+
+def test_signed_but_malformed_package_is_rejected_not_raised(fleet, caplog):
+    """A package that passes the signature check but cannot be decoded (a central-side bug) is
+    rejected with a reason; it used to raise out of apply(), killing the sync thread."""
+    from edge.lists.codec import SnapshotPayload, encode_snapshot
+    from edge.lists.package import _PREFIX, MAGIC, seal
+    from edge.lists.keys import key_id
+
+    store = _good_store(fleet)
+    sk = keys.load_signing_key(fleet.central.root / "signing.key")
+    st = fleet.central.load()
+    # a hash key of the wrong length: PlateHasher raised ValueError
+    short_key = seal(encode_snapshot(SnapshotPayload(b"k" * 16, st.lists, st.tags, st.entries)), kind="snapshot",
+                     version=st.version + 1, seq=0, recipients=fleet.central.devices(), signing_key=sk)
+    r = _rejected(store, short_key, "corrupt", caplog)
+    assert "ValueError" in r.message
+    # a header that is JSON but not an object: AttributeError in verify()
+    header = b"[1]"
+    body = _PREFIX.pack(MAGIC, key_id(sk.public_key()), _PREFIX.size + len(header) + 16 + 64, len(header)) \
+        + header + b"\0" * 16
+    _rejected(store, body + sk.sign(body), "corrupt", caplog)
+    _assert_still_good(store, fleet, st.version, 0)
+
+
+def test_damaged_cache_does_not_brick_start_up(fleet, caplog):
+    """Stray or unreadable files in the cache are logged by name and skipped; start-up goes on."""
+    store = _good_store(fleet)
+    v = store.version
+    (store.store_dir / "delta-x-1.bin").write_bytes(b"junk")  # int() of 'x' raised ValueError
+    (store.store_dir / f"delta-{v}-00000001.bin").mkdir()  # IsADirectoryError
+    with caplog.at_level(logging.WARNING, logger="edge.lists.store"):
+        restarted = fleet.store("cam1")
+    _assert_still_good(restarted, fleet, v, 0)
+    assert "delta-x-1.bin" in caplog.text and f"delta-{v}-00000001.bin" in caplog.text
+    # an unreadable snapshot: start with no lists, then the next snapshot is applied as usual
+    (store.store_dir / "snapshot.bin").unlink()
+    (store.store_dir / "snapshot.bin").mkdir()
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="edge.lists.store"):
+        empty = fleet.store("cam1")
+    assert empty.index is None and "snapshot.bin" in caplog.text
+    assert empty.apply(fleet.sealed.snapshot).status == "applied"
+
+
+def test_cache_load_leaves_the_floor_alone(fleet, tmp_path, monkeypatch):
+    """Loading the cache must not lower the in-memory floor: a sync thread running meanwhile (config
+    reload) would accept an old snapshot, and the restore could overwrite a newer floor."""
+    from edge.lists.store import ListStore
+
+    store = _good_store(fleet)
+    newer, _ = fleet.central.build(tmp_path / "lists.yaml", tmp_path / "plates.csv")
+    assert store.apply(newer.snapshot).status == "applied"
+    seen = []
+    real = ListStore._apply
+
+    def spy(self, blob, *a, **kw):
+        seen.append(self._floor)
+        return real(self, blob, *a, **kw)
+
+    monkeypatch.setattr(ListStore, "_apply", spy)
+    restarted = fleet.store("cam1")
+    assert restarted.version == newer.state.version
+    assert seen and all(f == (newer.state.version, 0) for f in seen)
+
+
+def test_cache_writes_fsync_the_directory(fleet, monkeypatch):
+    """An atomic replace is durable only once the directory is fsynced too (power cut)."""
+    import os
+    import stat
+
+    synced_dirs = []
+    real = os.fsync
+
+    def spy(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            synced_dirs.append(fd)
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    _good_store(fleet)
+    assert synced_dirs

@@ -145,3 +145,68 @@ def test_many_delta_changes_are_folded_in_by_the_retained_snapshot(setup, capsys
     assert sync.stats.snapshot_requests == 1
     m = ListMatcher(store, ["*"])
     assert m.match("AA11AA", [], "NL", FRIDAY_NOON) and m.match("BB22BB", [], "NL", FRIDAY_NOON)
+
+
+# --- the worker, without a broker: a fake client records (un)subscriptions ------------------------
+def _offline_sync(tmp_path):
+    from unittest import mock
+
+    fleet = make_fleet(tmp_path, devices=("cam1",))
+    s0, _ = fleet.central.build(tmp_path / "lists.yaml", tmp_path / "plates.csv")
+    store = fleet.store("cam1")
+    assert store.apply(s0.snapshot).status == "applied"
+    sync = ListSync(store, MqttConfig(host="127.0.0.1"), fleet.config("cam1"))
+    sync._client = mock.Mock()
+    sync.stats.connected = True
+    sync._want_snapshot = sync.snapshot_subscribed = False  # as after the first snapshot
+    return fleet, s0, store, sync
+
+
+def _run(sync, *messages):
+    for m in messages:
+        sync._queue.put(m)
+    sync._queue.put(("", b""))
+    sync._work()
+
+
+def test_stale_retained_snapshot_does_not_loop(tmp_path):
+    """A gap delta whose snapshot the broker does not yet retain: the unit used to unsubscribe and
+    subscribe again on every (stale) retained copy, so the broker resent the whole snapshot forever."""
+    fleet, s0, store, sync = _offline_sync(tmp_path)
+    fleet.central.delta_rows([], [], activate=("obs",))  # seq 1: lost
+    d2 = fleet.central.delta_rows([], [], deactivate=("obs",))
+    stale = (sync.snapshot_topic, s0.snapshot)
+    _run(sync, (sync.delta_topic, d2.delta), (sync.delta_topic, d2.delta), stale, stale)
+    assert sync._client.subscribe.call_count == 1 and sync._client.unsubscribe.call_count == 0
+    assert store.seq == 0 and sync._want_snapshot
+    _run(sync, (sync.snapshot_topic, d2.snapshot))  # the newer snapshot arrives live
+    assert store.seq == 2 and not sync._pending and not sync._want_snapshot
+    assert sync._client.unsubscribe.call_count == 1 and sync._client.subscribe.call_count == 1
+
+
+def test_worker_survives_an_unexpected_error(tmp_path, monkeypatch, caplog):
+    fleet, s0, store, sync = _offline_sync(tmp_path)
+    d1 = fleet.central.delta_rows([], [], activate=("obs",))
+    real, calls = store.apply, []
+
+    def flaky(blob, *a, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return real(blob, *a, **kw)
+
+    monkeypatch.setattr(store, "apply", flaky)
+    _run(sync, (sync.delta_topic, b"anything"), (sync.delta_topic, d1.delta))
+    assert store.seq == 1 and "RuntimeError" in sync.stats.last_error
+
+
+def test_oversized_message_is_dropped_before_queueing(tmp_path, monkeypatch):
+    import types
+
+    import edge.lists.sync as sync_mod
+    monkeypatch.setattr(sync_mod, "MAX_MESSAGE_BYTES", 1000)
+    _, _, _, sync = _offline_sync(tmp_path)
+    sync._on_message(None, None, types.SimpleNamespace(topic=sync.delta_topic, payload=b"x" * 1001))
+    assert sync._queue.empty() and sync.stats.rejected == 1 and "1001 byte" in sync.stats.last_error
+    sync._on_message(None, None, types.SimpleNamespace(topic=sync.delta_topic, payload=b"x" * 1000))
+    assert sync._queue.qsize() == 1

@@ -128,6 +128,10 @@ def verify(blob: bytes, trusted: list[Ed25519PublicKey]) -> tuple[dict, int]:
         raise PackageError("corrupt", "header length out of range")
     try:
         header = json.loads(blob[_PREFIX.size:end])
+        # a signed header that is not an object (or whose recipients are not) would raise
+        # AttributeError below and in open_package, escaping every caller's PackageError handling
+        if not isinstance(header, dict) or not isinstance(header.get("recipients", {}), dict):
+            raise ValueError("header is not a JSON object")
         if header.get("format") != 1 or header.get("kind") not in ("snapshot", "delta"):
             raise ValueError("unknown format or kind")
         int(header["version"]), int(header["seq"])

@@ -133,11 +133,21 @@ class ListStore:
         return expired
 
     # --- applying -------------------------------------------------------------------------
-    def apply(self, blob: bytes, persist: bool = True) -> ApplyResult:
-        """Verify and apply a snapshot or delta; the current index stays unless this one is good."""
+    def apply(self, blob: bytes, persist: bool = True, use_floor: bool = True) -> ApplyResult:
+        """Verify and apply a snapshot or delta; the current index stays unless this one is good.
+
+        use_floor=False (cache loading only) lets the cached snapshot in even when it is older than
+        the floor, without touching self._floor (which the sync thread may be using meanwhile)."""
         with self._lock:
             t0 = time.monotonic()
-            result, new = self._apply(blob)
+            try:
+                result, new = self._apply(blob, use_floor)
+            except Exception as e:
+                # A package that passed the signature check but breaks decoding in a way the checks
+                # above do not foresee (a central-side bug, a future format) must not kill the sync
+                # thread or the daemon's start-up: reject it and keep the last good index. Only the
+                # exception type is reported: its text could quote decrypted payload content.
+                result, new = ApplyResult("rejected", "corrupt", f"package cannot be applied ({type(e).__name__})"), None
             if new is not None:
                 self._index = new  # the atomic swap: matchers holding the old index finish with it
                 self._loaded_at = time.time()
@@ -156,14 +166,14 @@ class ListStore:
             self._last = result
             return result
 
-    def _apply(self, blob: bytes) -> tuple[ApplyResult, ListIndex | None]:
+    def _apply(self, blob: bytes, use_floor: bool = True) -> tuple[ApplyResult, ListIndex | None]:
         try:
             opened = open_package(blob, self._trusted, self.device_id, self._device_key)
         except PackageError as e:
             return ApplyResult("rejected", e.reason, str(e)), None
         h = opened.header
         cur = self._index
-        have = (cur.version, cur.seq) if cur else self._floor
+        have = (cur.version, cur.seq) if cur else (self._floor if use_floor else (0, 0))
         got = (h.version, h.seq)
 
         def res(status: Status, reason: str = "", message: str = "", gap: bool = False) -> ApplyResult:
@@ -221,18 +231,38 @@ class ListStore:
             return (0, 0)
 
     def load_cache(self) -> ApplyResult | None:
-        """Re-apply the cached snapshot and its deltas (verifying them again); None when nothing cached."""
+        """Re-apply the cached snapshot and its deltas (verifying them again); None when nothing cached.
+
+        Never raises for a damaged cache: an unreadable or stray file is logged by name and skipped,
+        so a unit with a broken cache still starts (with no lists or the last good ones) and resyncs.
+        The floor is not lowered while loading (use_floor=False instead): the old code set
+        self._floor to (0, 0) here, which a concurrent sync thread (config reload) could see, and
+        then restored the old value over a newer one that thread had persisted."""
         if self.store_dir is None or not (self.store_dir / SNAPSHOT_FILE).exists():
             return None
-        floor, self._floor = self._floor, (0, 0)  # the cache itself may be at the floor
+        floor = self._floor
+        snap = self.store_dir / SNAPSHOT_FILE
         try:
-            result = self.apply((self.store_dir / SNAPSHOT_FILE).read_bytes(), persist=False)
-            deltas = sorted(self.store_dir.glob("delta-*.bin"), key=lambda p: tuple(int(x) for x in p.stem.split("-")[1:]))
-            for p in deltas:
-                r = self.apply(p.read_bytes(), persist=False)
-                result = r if r.status != "duplicate" else result
-        finally:
-            self._floor = floor
+            result = self.apply(snap.read_bytes(), persist=False, use_floor=False)
+        except OSError as e:
+            log.error("cannot read cached list snapshot %s: %s; starting without it, waiting for a snapshot",
+                      snap, e.strerror or e)
+            return ApplyResult("rejected", "unreadable", f"cannot read {snap.name}")
+        if not result.ok:
+            log.error("cached list snapshot %s rejected (%s); waiting for a snapshot", snap, result.reason)
+        deltas = []
+        for p in self.store_dir.glob("delta-*.bin"):
+            try:
+                deltas.append((tuple(int(x) for x in p.stem.split("-")[1:]), p))
+            except ValueError:
+                log.warning("ignoring stray file %s in the list cache", p)
+        for _, p in sorted(deltas):
+            try:
+                r = self.apply(p.read_bytes(), persist=False, use_floor=False)
+            except OSError as e:  # e.g. removed by a concurrent snapshot persist, or a bad sector
+                log.error("cannot read cached list delta %s: %s", p, e.strerror or e)
+                continue
+            result = r if r.status != "duplicate" else result
         if self._index is not None and (self.version, self.seq) < floor:
             log.warning("cached lists are older than the last applied version %s; waiting for a snapshot", floor)
         return result
@@ -245,3 +275,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    # The rename (and any unlinks before it) lives in the directory: without fsyncing it, a power
+    # cut can leave the old name, or a floor file that survives while the snapshot rename does not.
+    dfd = os.open(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 7 * 24 * 3600  # deltas are kept by the broker for a unit offline up to a week
 MAX_PENDING_DELTAS = 64
 COMPACT_AT = 50_000  # delta changes held beside the arrays before the retained snapshot is fetched to fold them in
+# Largest message taken from the broker: a 10-million-entry snapshot is about 160 MB. Anything
+# bigger is dropped before it is queued, so a flood of huge messages cannot pile up in the
+# 256-slot queue (or in the pending deltas) and exhaust the unit's memory.
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 _STOP = ("", b"")
 
 
@@ -100,6 +104,11 @@ class ListSync:
 
     def request_snapshot(self) -> None:
         """(Re)subscribe to the snapshot topic: the broker sends the retained latest snapshot."""
+        if self._want_snapshot and self.snapshot_subscribed:
+            # Already subscribed and waiting: a new snapshot reaches us live. Subscribing again
+            # would only make the broker resend the same retained snapshot (up to ~160 MB) for
+            # every gap delta that arrives while we wait.
+            return
         self._want_snapshot = True
         self.stats.snapshot_requests += 1
         if self._client is not None and self.stats.connected:
@@ -153,6 +162,12 @@ class ListSync:
 
     def _on_message(self, client, userdata, msg) -> None:
         self.stats.received += 1
+        if len(msg.payload) > MAX_MESSAGE_BYTES:
+            self.stats.rejected += 1
+            self.stats.last_error = (f"list sync: dropped a {len(msg.payload)} byte message on {msg.topic}: "
+                                     f"larger than the {MAX_MESSAGE_BYTES} byte limit")
+            log.error("%s", self.stats.last_error)
+            return
         try:
             self._queue.put(( msg.topic, bytes(msg.payload)), timeout=5)
         except queue.Full:
@@ -173,19 +188,30 @@ class ListSync:
                 next_expiry = time.monotonic() + self.lists_cfg.expiry_check_s
             if topic is None:
                 continue
-            if topic == self.snapshot_topic:
-                self._on_snapshot(self._apply(blob))
-            elif topic == self.delta_topic:
-                r = self._apply(blob)
-                index = self.store.index
-                if r.status == "applied" and index is not None and index.overlay_size >= COMPACT_AT:
-                    log.info("list delta overlay has %d changes; fetching the snapshot to fold them in",
-                             index.overlay_size)
-                    self.request_snapshot()
-                if r.needs_snapshot:
-                    self._pending = (self._pending + [blob])[-MAX_PENDING_DELTAS:]
-                    log.warning("list delta gap (%s); requesting the retained snapshot", r.message)
-                    self.request_snapshot()
+            try:
+                self._handle(topic, blob)
+            except Exception as e:
+                # Nothing a message does may end this thread: a dead worker stops all list updates
+                # and, once the queue is full, blocks paho's network thread in _on_message. The type
+                # only: the text of an unexpected error could quote decrypted content.
+                self.stats.rejected += 1
+                self.stats.last_error = f"list sync: message on {topic} failed: {type(e).__name__}"
+                log.error("%s; keeping version %d seq %d", self.stats.last_error, self.store.version, self.store.seq)
+
+    def _handle(self, topic: str, blob: bytes) -> None:
+        if topic == self.snapshot_topic:
+            self._on_snapshot(self._apply(blob))
+        elif topic == self.delta_topic:
+            r = self._apply(blob)
+            index = self.store.index
+            if r.status == "applied" and index is not None and index.overlay_size >= COMPACT_AT:
+                log.info("list delta overlay has %d changes; fetching the snapshot to fold them in",
+                         index.overlay_size)
+                self.request_snapshot()
+            if r.needs_snapshot:
+                self._pending = (self._pending + [blob])[-MAX_PENDING_DELTAS:]
+                log.warning("list delta gap (%s); requesting the retained snapshot", r.message)
+                self.request_snapshot()
 
     def _apply(self, blob: bytes) -> ApplyResult:
         r = self.store.apply(blob)
@@ -199,9 +225,6 @@ class ListSync:
         if r.status == "gap" or (r.status == "rejected" and r.reason != "rollback"):
             return  # keep listening: a good snapshot may still come
         # applied, duplicate or older than ours: we are at or past the retained one
-        self._want_snapshot = False
-        if self._client is not None:
-            self._client.unsubscribe(self.snapshot_topic)
         pending, self._pending = self._pending, []
         progress = True
         while pending and progress:  # deltas held during the gap, in whatever order they came
@@ -212,8 +235,19 @@ class ListSync:
                     pending.remove(blob)
                     progress = progress or res.status == "applied"
         if pending:
+            # Deltas still ahead of this snapshot: the broker's retained copy is behind them (the
+            # delta is published before the snapshot that includes it). Stay subscribed so the newer
+            # snapshot arrives live. The old code unsubscribed and subscribed again here, and the
+            # broker answered with the same stale retained snapshot: a loop downloading the full
+            # snapshot over and over for as long as the retained one stayed behind.
             self._pending = pending
-            self.request_snapshot()
+            self.request_snapshot()  # a no-op while subscribed and waiting (see there)
+            log.warning("%d list delta(s) still ahead of the snapshot (version %d seq %d); waiting for a newer one",
+                        len(pending), self.store.version, self.store.seq)
+            return
+        self._want_snapshot = False
+        if self._client is not None:
+            self._client.unsubscribe(self.snapshot_topic)
 
 
 def publish_blobs(items: list[tuple[str, bytes, bool]], mqtt_cfg: MqttConfig, client_id: str = "",
