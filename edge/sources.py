@@ -8,12 +8,14 @@ system clocks at capture.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import re
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -40,15 +42,25 @@ class FrameSource(Protocol):
     def close(self) -> None: ...
 
 
+# scheme://user:password@ up to the *last* '@' of the word: a password may hold '/', '#', '?' or '@'
+# unencoded, which URL parsing then reads as path, fragment or query and leaves in the text.
+_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s]*@")
+# credentials in a query string, as some cameras take them (videostream.cgi?user=admin&pwd=...)
+_QUERY_SECRET = re.compile(r"([?&;](?:user(?:name)?|login|pass(?:word|wd)?|pwd|token|access_token|auth|key|apikey|"
+                           r"api_key|secret|sig(?:nature)?)=)[^&;#\s]*", re.IGNORECASE)
+
+
+def scrub(text: str) -> str:
+    """`text` (a URL, an error message, a traceback) without the credentials of any URL in it.
+
+    Deliberately not built on URL parsing: a password with '/', '#' or '?' in it, or a bad port,
+    makes urlsplit() see no user:password at all (or raise), and the secret went out whole."""
+    return _QUERY_SECRET.sub(r"\1***", _URL_USERINFO.sub(r"\1", text))
+
+
 def redact(url: str) -> str:
-    """A stream URL without user:password, safe for logs and status."""
-    parts = urlsplit(url)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, "", ""))
-    return url
+    """A stream URL without user:password (or credentials in its query), safe for logs and status."""
+    return scrub(url)
 
 
 class VideoFileSource:
@@ -64,6 +76,7 @@ class VideoFileSource:
         self._start_utc = start_utc
         self._cap: cv2.VideoCapture | None = None
         self._index = 0
+        self._loop_start = 0  # index of the first frame of the current pass (loop)
         self._offset_ms = 0.0
         self._last_ms = 0.0
         self._frame_ms = 0.0
@@ -74,6 +87,7 @@ class VideoFileSource:
             raise SourceError(f"{self.path}: video file not found")
         cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
+            cap.release()
             raise SourceError(f"{self.path}: cannot decode video (unsupported or corrupt file)")
         fps = cap.get(cv2.CAP_PROP_FPS) or 0
         self._frame_ms = 1000.0 / fps if 0 < fps < 1000 else 40.0
@@ -89,13 +103,17 @@ class VideoFileSource:
         if not ok:
             if self.loop and self._index > 0:
                 self._offset_ms = self._last_ms + self._frame_ms
+                self._loop_start = self._index
                 self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                 ok, image = self._cap.read()
             if not ok:
                 return None
         pos = self._cap.get(cv2.CAP_PROP_POS_MSEC)
-        # Some containers report no position; fall back to the nominal frame rate.
-        local_ms = pos if pos > 0 or self._index == 0 else self._index * self._frame_ms
+        # Some containers report no position; fall back to the nominal frame rate. The frame number
+        # counts from the start of this pass: the running index would add the whole length of every
+        # earlier pass again after a loop (0..400 ms, then 1000 ms instead of 500 ms).
+        local = self._index - self._loop_start
+        local_ms = pos if pos > 0 or local == 0 else local * self._frame_ms
         ms = self._offset_ms + local_ms
         if ms <= self._last_ms and self._index > 0:
             ms = self._last_ms + self._frame_ms
@@ -220,31 +238,56 @@ class PiCameraSource:
 
     live = True
 
-    def __init__(self, camera_num: int = 0, width: int | None = None, height: int | None = None):
+    def __init__(self, camera_num: int = 0, width: int | None = None, height: int | None = None,
+                 read_timeout_s: float = 10.0):
         self.camera_num = camera_num
         self.size = (width or 1920, height or 1080)
         self.label = f"picamera:{camera_num}"
+        self.read_timeout_s = read_timeout_s
         self._cam = None
         self._index = 0
+        self._wait_timeout = False  # whether this picamera2's wait() takes a timeout
 
     def open(self) -> None:
         try:
             from picamera2 import Picamera2  # noqa: PLC0415 - Pi-only dependency
         except ImportError:
             raise SourceError(f"{self.label}: picamera2 is not installed (Raspberry Pi OS: apt install python3-picamera2)") from None
+        cam = None
         try:
             cam = Picamera2(self.camera_num)
-            cam.configure(cam.create_video_configuration(main={"size": self.size, "format": "BGR888"}))
+            # picamera2 names formats by libcamera's (little-endian) convention: "RGB888" arrays hold
+            # [B, G, R] per pixel, i.e. OpenCV's BGR, while "BGR888" holds [R, G, B] and would hand the
+            # whole pipeline red and blue swapped (Picamera2 manual, appendix A).
+            cam.configure(cam.create_video_configuration(main={"size": self.size, "format": "RGB888"}))
             cam.start()
         except Exception as e:  # picamera2 raises many kinds; name the camera and the reason
+            # A camera that was acquired but failed to configure or start stays claimed until it is
+            # closed: every retry would then fail with "device busy" and the camera never came back.
+            if cam is not None:
+                self._close_camera(cam)
             raise SourceError(f"{self.label}: cannot start camera: {e}") from None
+        try:
+            self._wait_timeout = "timeout" in inspect.signature(cam.wait).parameters
+        except (AttributeError, TypeError, ValueError):
+            self._wait_timeout = False
+        if not self._wait_timeout:
+            log.warning("%s: this picamera2 cannot wait with a timeout; a stalled camera will hang capture", self.label)
         self._cam = cam
 
     def read(self) -> Frame | None:
         if self._cam is None:
             raise SourceError(f"{self.label}: read before open")
         try:
-            image = self._cam.capture_array("main")
+            if self._wait_timeout:
+                # capture_array() with no timeout blocks forever when the camera stops delivering
+                # (cable, sensor or ISP fault); waiting with one turns that into a reconnect.
+                job = self._cam.capture_array("main", wait=False)
+                image = self._cam.wait(job, timeout=self.read_timeout_s)
+            else:
+                image = self._cam.capture_array("main")
+        except TimeoutError:
+            raise SourceError(f"{self.label}: no frame for {self.read_timeout_s:g} s (camera stalled)") from None
         except Exception as e:
             raise SourceError(f"{self.label}: capture failed: {e}") from None
         frame = Frame(image=np.ascontiguousarray(image[:, :, :3]), index=self._index,
@@ -254,11 +297,19 @@ class PiCameraSource:
 
     def close(self) -> None:
         if self._cam is not None:
-            try:
-                self._cam.stop()
-                self._cam.close()
-            finally:
-                self._cam = None
+            cam, self._cam = self._cam, None
+            self._close_camera(cam)
+
+    def _close_camera(self, cam) -> None:
+        # close() even when stop() fails: an unclosed camera stays claimed and cannot be reopened.
+        try:
+            cam.stop()
+        except Exception as e:
+            log.warning("%s: stopping the camera failed: %s", self.label, e)
+        try:
+            cam.close()
+        except Exception as e:
+            log.warning("%s: closing the camera failed: %s", self.label, e)
 
 
 def make_source(source: str, *, width: int | None = None, height: int | None = None, fps: float = 0,

@@ -131,3 +131,139 @@ def test_unreachable_stream_is_a_clear_error():
                              read_timeout_s=2)
     with pytest.raises(SourceError, match="cannot open stream"):
         src.open()
+
+
+def test_redact_hides_passwords_that_url_parsing_misses():
+    # urlsplit() ends the authority at the first '/', '?' or '#': such a password (typed unencoded)
+    # was left whole in the label, which goes to logs, status and systemd; a bad port raised instead.
+    for url in ("rtsp://admin:pa/ss@cam:554/s", "rtsp://admin:p#ss@cam:554/s", "rtsp://admin:p?ss@cam:554/s",
+                "rtsp://admin:p@ss@cam:554/s"):
+        assert redact(url) == "rtsp://cam:554/s", url
+    assert make_source("rtsp://admin:pass@cam:bad/s").label == "rtsp://cam:bad/s"
+    # MJPEG cameras that take credentials in the query (Foscam style)
+    assert redact("http://cam/videostream.cgi?user=admin&pwd=s3cret&rate=0") == \
+        "http://cam/videostream.cgi?user=***&pwd=***&rate=0"
+    assert redact("rtsp://cam/s?channel=1&subtype=0") == "rtsp://cam/s?channel=1&subtype=0"
+
+
+def test_video_file_loop_keeps_the_frame_spacing(tmp_path):
+    video = write_video(tmp_path / "v.mp4", n=5, fps=10)
+    src = VideoFileSource(video, loop=True)
+    src.open()
+    times = [src.read().mono_ms for _ in range(12)]
+    src.close()
+    # a loop continues the clock one frame on (0..400, 500..900, ...), not a whole pass later
+    assert times == pytest.approx([i * 100.0 for i in range(12)], abs=1.0), times
+
+
+# ----- Raspberry Pi camera: picamera2 exists only on a Pi, so a stand-in module plays it -----
+
+import sys  # noqa: E402
+import time  # noqa: E402
+import types  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from edge.sources import PiCameraSource  # noqa: E402
+
+
+class FakePicamera2:
+    """Follows picamera2's API: configure/start/stop/close, capture_array(wait=False) -> job,
+    wait(job, timeout) -> array or TimeoutError. `plan` says what each camera opened does."""
+
+    made: list = []
+    plan: list = []
+
+    def __init__(self, num=0):
+        self.step = FakePicamera2.plan.pop(0) if FakePicamera2.plan else "ok"
+        self.config = None
+        self.closed = False
+        FakePicamera2.made.append(self)
+        if FakePicamera2.made and sum(not c.closed for c in FakePicamera2.made) > 1:
+            raise RuntimeError("Device or resource busy")  # libcamera: the camera is still claimed
+
+    def create_video_configuration(self, main):
+        return {"main": dict(main)}
+
+    def configure(self, config):
+        self.config = config
+
+    def start(self):
+        if self.step == "fail_start":
+            raise RuntimeError("failed to start camera")
+
+    def _array(self):
+        # RGB888 is [B, G, R] per pixel (OpenCV order); BGR888 is [R, G, B]. The scene is pure red.
+        fmt = self.config["main"]["format"]
+        w, h = self.config["main"]["size"]
+        pixel = {"RGB888": (0, 0, 255), "BGR888": (255, 0, 0)}[fmt]
+        return np.full((h, w, 3), pixel, np.uint8)
+
+    def capture_array(self, name="main", wait=None, signal_function=None):
+        if wait is False:
+            return "job"
+        if self.step == "stall":  # a blocking capture on a stalled camera never returns; stop at 3 s here
+            time.sleep(3)
+        return self._array()
+
+    def wait(self, job, timeout=None):
+        if self.step == "stall":
+            time.sleep(timeout)
+            raise TimeoutError()
+        return self._array()
+
+    def stop(self):
+        if self.step == "fail_stop":
+            raise RuntimeError("stop failed")
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def picamera2(monkeypatch):
+    FakePicamera2.made, FakePicamera2.plan = [], []
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=FakePicamera2))
+    return FakePicamera2
+
+
+def test_picamera_frames_are_bgr(picamera2):
+    src = make_source("picamera:0", width=64, height=48)
+    src.open()
+    frame = src.read()
+    src.close()
+    assert frame.image.shape == (48, 64, 3)
+    assert tuple(frame.image[0, 0]) == (0, 0, 255)  # red in OpenCV's BGR order, not swapped to blue
+    assert picamera2.made[0].config["main"]["format"] == "RGB888"
+
+
+def test_picamera_that_fails_to_start_is_released_so_a_retry_can_open_it(picamera2):
+    picamera2.plan = ["fail_start", "ok"]
+    src = PiCameraSource(0, 64, 48)
+    with pytest.raises(SourceError, match="picamera:0: cannot start camera: failed to start camera"):
+        src.open()
+    assert picamera2.made[0].closed
+    src.open()  # the retry gets the camera (it was "busy" for ever before)
+    assert src.read().image.shape == (48, 64, 3)
+    src.close()
+
+
+def test_picamera_is_closed_even_when_stop_fails(picamera2):
+    picamera2.plan = ["fail_stop", "ok"]
+    src = PiCameraSource(0, 64, 48)
+    src.open()
+    src.close()
+    assert picamera2.made[0].closed
+    src.open()
+    src.close()
+
+
+def test_stalled_picamera_read_times_out(picamera2):
+    picamera2.plan = ["stall"]
+    src = PiCameraSource(0, 64, 48, read_timeout_s=0.3)
+    src.open()
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match="no frame for 0.3 s"):
+        src.read()
+    assert time.monotonic() - t0 < 2.0
+    src.close()
