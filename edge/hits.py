@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 import string
@@ -28,6 +29,7 @@ from edge.types import Hit, ListMatch
 if TYPE_CHECKING:
     from edge.outbox import Outbox
 
+log = logging.getLogger(__name__)
 SCHEMA_ID = "https://anpr-edge.org/schemas/hit/1.json"
 SCHEMA_VERSION = 1
 TOPIC_FIELDS = ("device", "camera", "list", "agency", "priority")
@@ -177,10 +179,19 @@ def build_hit_message(hit: Hit, identity: HitIdentity, versions: dict, evidence:
         "versions": {str(k): v for k, v in versions.items()},
     }
     ev: dict = {}
+    wanted = []
     if evidence.mode in ("crop", "both") and p.best_crop is not None:
-        ev["crop_jpeg"] = _jpeg_b64(p.best_crop, evidence.jpeg_quality)
+        wanted.append(("crop_jpeg", p.best_crop, None))
     if evidence.mode in ("frame", "both") and p.best_frame is not None:
-        ev["frame_jpeg"] = _jpeg_b64(p.best_frame, evidence.jpeg_quality, evidence.max_frame_width)
+        wanted.append(("frame_jpeg", p.best_frame, evidence.max_frame_width))
+    for key, image, max_width in wanted:
+        # Evidence is optional, the hit is not: an image that cannot be encoded (odd shape or channels,
+        # an OpenCV error) is left out and logged, instead of the exception losing the whole hit.
+        try:
+            ev[key] = _jpeg_b64(image, evidence.jpeg_quality, max_width)
+        except Exception as e:  # noqa: BLE001 - cv2.error is not a ValueError
+            log.warning("hit %s: evidence %s left out, it could not be encoded: %s", msg["hit_id"], key,
+                        str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
     if ev:
         msg["evidence"] = ev
     return msg

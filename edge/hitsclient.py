@@ -2,15 +2,19 @@
 
 The consumer subscribes with QoS 1 (plain or shared subscription `$share/<group>/<topic>`) and
 prints one JSON hit per line. Delivery is at-least-once, so it drops duplicates by hit id.
-A message is acknowledged to the broker only after its line was written and flushed.
+A message is acknowledged to the broker only after its line was written and flushed (and, when stdout
+is a file, fsynced). A message that is not a hit is kept aside (--rejects, else on stderr), never dropped.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import fcntl
 import json
 import logging
 import os
+import stat
 import sys
 import threading
 import time
@@ -28,6 +32,12 @@ from edge.status import STATUS_FILE, format_status, read_status
 
 log = logging.getLogger(__name__)
 DEFAULT_HIT_TOPIC = "anpr/+/+/hits"
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024  # far above any hit (frame evidence is a few hundred KB)
+_RECOVER_TAIL_BYTES = 64 * 1024 * 1024  # how much of an output file is read back at start
+
+
+class Rejected(ValueError):
+    """A message that is not a usable hit; it is kept aside, then acknowledged."""
 
 
 class SeenIds:
@@ -95,17 +105,99 @@ def subscription_topics(args: argparse.Namespace) -> list[str]:
     return topics
 
 
+def _regular_file_fd(stream) -> int | None:
+    """The descriptor of `stream` when it is a regular file (stdout redirected to a file), else None."""
+    try:
+        fd = stream.fileno()
+        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (AttributeError, OSError, ValueError):  # StringIO, closed stream
+        return None
+
+
+def _recover_file(fd: int, seen: SeenIds | None) -> None:
+    """At start, for a file opened for appending: cut a torn last line and remember the hit ids already in it.
+
+    Lines are fsynced before their PUBACK, so a torn (unterminated) last line is a hit that was never
+    acknowledged: the broker delivers it again, and appending after the fragment would corrupt that next
+    line too. The ids already written keep a hit that is redelivered after a restart (written, then a
+    crash or power cut before its PUBACK) from being written twice.
+    """
+    if not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:
+        return  # not `>>`: we would not write at the end anyway, leave the file as it is
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return
+    start = max(0, size - _RECOVER_TAIL_BYTES)
+    try:  # stdout is usually write-only: read the file through a second descriptor
+        with open(f"/proc/self/fd/{fd}", "rb") as f:
+            f.seek(start)
+            data = f.read(size - start)
+    except OSError as e:
+        print(f"warning: cannot read back the output file to check its last line: {e}", file=sys.stderr)
+        return
+    end = data.rfind(b"\n") + 1
+    if end < len(data) and (end > 0 or start == 0):
+        os.ftruncate(fd, start + end)
+        os.fsync(fd)
+        print(f"warning: cut a torn last line ({len(data) - end} bytes) from the output file; "
+              "its hit was not acknowledged and comes again", file=sys.stderr)
+    if seen is None:
+        return
+    lines = data[:end].split(b"\n")
+    for line in lines[1:] if start else lines:  # a read from the middle starts inside a line
+        try:
+            obj = json.loads(line)
+            hit_id = obj["hit_id"] if "hit_id" in obj else obj["hit"]["hit_id"]  # --with-topic wraps the hit
+        except (ValueError, KeyError, TypeError, RecursionError):
+            continue
+        if isinstance(hit_id, str):
+            seen.add(hit_id)
+
+
+def parse_hit(payload: bytes, max_bytes: int) -> tuple[str, dict]:
+    """(hit_id, hit) of a message, or Rejected saying why it is not a hit. Never raises anything else."""
+    if len(payload) > max_bytes:
+        raise Rejected(f"message of {len(payload)} bytes is larger than --max-bytes {max_bytes}")
+    try:
+        hit = json.loads(payload)
+    except (ValueError, RecursionError) as e:  # includes invalid UTF-8
+        raise Rejected(f"not JSON: {e}"[:300]) from None
+    if not isinstance(hit, dict):
+        raise Rejected("not a JSON object")
+    hit_id = hit.get("hit_id")
+    # the id is the deduplication key: anything but a string (e.g. a list) would crash the lookup
+    if not isinstance(hit_id, str) or not hit_id:
+        raise Rejected("no hit_id string")
+    try:  # a lone surrogate (\ud800) parses but cannot be written as UTF-8: catch it here, not at the output
+        json.dumps(hit, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError) as e:
+        raise Rejected(f"cannot be written as UTF-8 JSON: {e}"[:300]) from None
+    return hit_id, hit
+
+
 def run_hits_consumer(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Subscribe and print unique hits as JSON lines until interrupted, --count or --timeout."""
-    out = out or sys.stdout
+    if out is None:
+        out = sys.stdout
+        if hasattr(out, "reconfigure"):
+            out.reconfigure(encoding="utf-8")  # JSON lines are UTF-8 whatever the locale says
     cfg = consumer_config(args)
     topics = subscription_topics(args)
+    persistent = bool(args.persistent)
+    if persistent and not cfg.client_id:
+        # a generated id differs on every start: the broker's session (and the hits queued in it) would
+        # never be picked up again, and each start would leave another orphan session collecting hits
+        print("error: --persistent needs a fixed --client-id (or mqtt.client_id in --config)", file=sys.stderr)
+        return 2
+    if not persistent:
+        print("warning: without --persistent (and a fixed --client-id) hits published while this consumer is down, "
+              "and those unacknowledged when it stops, are not kept for it by the broker", file=sys.stderr)
+    max_bytes = getattr(args, "max_bytes", 0) or DEFAULT_MAX_BYTES
     seen = SeenIds()
     done = threading.Event()
     state = {"unique": 0, "dupes": 0, "error": ""}
     use_v5 = cfg.protocol != "3.1.1"
     cid = cfg.client_id or f"anpr-hits-{os.getpid()}"
-    persistent = bool(args.persistent)
     if use_v5:
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5, manual_ack=True)
     else:
@@ -120,6 +212,18 @@ def run_hits_consumer(args: argparse.Namespace, out: TextIO | None = None) -> in
                 client.tls_insecure_set(True)
     except MqttSetupError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    out_fd = _regular_file_fd(out)  # a file gets fsync before each PUBACK; a pipe's reader must store durably itself
+    rejects = None
+    rejects_path = getattr(args, "rejects", None)
+    try:
+        if out_fd is not None:
+            _recover_file(out_fd, seen)
+        if rejects_path:
+            rejects = open(rejects_path, "ab")
+            _recover_file(rejects.fileno(), None)
+    except OSError as e:
+        print(f"error: cannot prepare the output files: {e}", file=sys.stderr)
         return 2
 
     def on_connect(cl, ud, flags, rc, props):
@@ -139,16 +243,46 @@ def run_hits_consumer(args: argparse.Namespace, out: TextIO | None = None) -> in
         elif args.ready_file:
             Path(args.ready_file).touch()
 
+    def stop_with(error: str) -> None:
+        state["error"] = error
+        print(f"error: {error}", file=sys.stderr)
+        done.set()
+
+    def keep_aside(msg, reason: str) -> bool:
+        """Store a message that is not a hit (with why) before it is acknowledged; False if that failed."""
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "topic": msg.topic, "error": reason,
+                  "bytes": len(msg.payload), "payload_b64": base64.b64encode(msg.payload).decode("ascii")}
+        line = json.dumps(record, ensure_ascii=True)
+        if rejects is None:
+            print(f"error: message on {msg.topic} is not a hit ({reason}); kept here: {line}", file=sys.stderr)
+            sys.stderr.flush()
+            return True
+        print(f"error: message on {msg.topic} ({len(msg.payload)} bytes) is not a hit ({reason}); kept in {rejects_path}",
+              file=sys.stderr)
+        try:
+            rejects.write(line.encode("ascii") + b"\n")
+            rejects.flush()
+            os.fsync(rejects.fileno())
+        except OSError as e:
+            stop_with(f"cannot write to --rejects {rejects_path}: {e}")
+            return False
+        return True
+
     def on_message(cl, ud, msg):
-        """Acknowledge only what was written (or is a duplicate / not a hit): a crash leaves the rest queued."""
+        """Acknowledge only what was written (or is a duplicate / kept aside): a crash leaves the rest queued."""
         if state["error"]:
             return  # stopping after an error: leave everything else unacknowledged
         try:
-            hit = json.loads(msg.payload)
-            hit_id = hit["hit_id"]
-        except (ValueError, KeyError, TypeError):
-            print(f"warning: message on {msg.topic} is not a hit (no JSON with hit_id); ignored", file=sys.stderr)
-            cl.ack(msg.mid, msg.qos)
+            handle(cl, msg)
+        except Exception as e:  # an exception here would kill paho's network thread and hang the consumer
+            stop_with(f"unexpected failure on a message on {msg.topic}: {e!r}")
+
+    def handle(cl, msg):
+        try:
+            hit_id, hit = parse_hit(msg.payload, max_bytes)
+        except Rejected as e:
+            if keep_aside(msg, str(e)):
+                cl.ack(msg.mid, msg.qos)
             return
         if hit_id in seen:
             state["dupes"] += 1
@@ -159,10 +293,10 @@ def run_hits_consumer(args: argparse.Namespace, out: TextIO | None = None) -> in
         try:
             out.write(json.dumps(hit, separators=(",", ":"), ensure_ascii=False) + "\n")
             out.flush()
-        except (OSError, ValueError) as e:  # output closed (e.g. the reader of a pipe went away)
-            state["error"] = f"cannot write hits to the output: {e}"
-            print(f"error: {state['error']}", file=sys.stderr)
-            done.set()
+            if out_fd is not None:
+                os.fsync(out_fd)  # on disk before the PUBACK: a power cut after it must not lose the hit
+        except (OSError, ValueError) as e:  # output closed (e.g. the reader of a pipe went away), disk full
+            stop_with(f"cannot write hits to the output: {e}")
             return  # not acknowledged: the broker delivers it again
         seen.add(hit_id)
         cl.ack(msg.mid, msg.qos)
@@ -186,6 +320,8 @@ def run_hits_consumer(args: argparse.Namespace, out: TextIO | None = None) -> in
             client.connect(cfg.host, cfg.effective_port, cfg.keepalive_s)
     except OSError as e:
         print(f"error: {describe_connect_error(e, cfg.host, cfg.effective_port, cfg.tls)}", file=sys.stderr)
+        if rejects is not None:
+            rejects.close()
         return 1
     client.loop_start()
     try:
@@ -199,6 +335,8 @@ def run_hits_consumer(args: argparse.Namespace, out: TextIO | None = None) -> in
     finally:
         client.disconnect()
         client.loop_stop()
+        if rejects is not None:
+            rejects.close()
     if args.verbose:
         print(f"{state['unique']} hits, {state['dupes']} duplicates dropped", file=sys.stderr)
     return 1 if state["error"] else 0
@@ -256,6 +394,10 @@ def add_subparsers(subparsers) -> None:
     h.add_argument("--count", type=int, default=0, help="exit after this many unique hits")
     h.add_argument("--timeout", type=float, default=0, help="exit after this many seconds")
     h.add_argument("--with-topic", action="store_true", help="print {topic, hit} objects")
+    h.add_argument("--rejects", help="append messages that are not hits (bad JSON, no hit_id, too large) to this "
+                   "file as JSON lines with the error and the payload in base64 (default: on stderr)")
+    h.add_argument("--max-bytes", dest="max_bytes", type=int, default=DEFAULT_MAX_BYTES,
+                   help=f"messages larger than this are rejected (default {DEFAULT_MAX_BYTES})")
     h.add_argument("--ready-file", help=argparse.SUPPRESS)  # touched once subscribed (tests)
     h.add_argument("-v", "--verbose", action="store_true")
     h.set_defaults(func=run_hits_consumer)

@@ -189,3 +189,15 @@ def test_enqueue_hit_reports_refusal_when_outbox_full(tmp_path):
         ob.put("t", b"{}", f"id-{i}")
     r = enqueue_hit(ob, Hit(make_passage(), (make_match(),)), IDENT, VERSIONS, EvidenceConfig(), "a/{device}")
     assert r.queued == () and r.refused == 1 and ob.rejected == 1
+
+
+def test_evidence_that_cannot_be_encoded_is_left_out_not_the_hit(tmp_path, caplog):
+    p = make_passage()
+    odd = Passage(**{**p.__dict__, "best_crop": np.zeros((40, 180, 2), np.uint8)})  # 2 channels: no JPEG
+    hit = Hit(odd, (make_match(),))
+    msg = build_hit_message(hit, IDENT, VERSIONS, EvidenceConfig(mode="both", max_frame_width=320))
+    assert set(msg["evidence"]) == {"frame_jpeg"} and validate(msg, SCHEMA) == []
+    assert "crop_jpeg left out" in caplog.text and "XSNB23" not in caplog.text
+    ob = Outbox(tmp_path / "o.sqlite")
+    r = enqueue_hit(ob, hit, IDENT, VERSIONS, EvidenceConfig(mode="crop"), "a/{device}", now=1.0)
+    assert len(r.queued) == 1 and ob.depth() == 1  # the hit is stored, just without the image

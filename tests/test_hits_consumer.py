@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import subprocess
 import sys
@@ -156,3 +158,112 @@ def test_status_command_shows_the_status_file(tmp_path):
     r = subprocess.run([sys.executable, "-m", "edge.hitsclient", "status", "--state-dir", str(tmp_path / "none")],
                        cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "no status file" in r.stderr
+
+
+def publish_all(port: int, payloads: list[bytes], topic: str = "anpr/politie/unit-9/hits") -> None:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        for p in payloads:
+            c.publish(topic, p, qos=1).wait_for_publish(5)
+    finally:
+        c.disconnect()
+        c.loop_stop()
+
+
+def test_bad_messages_are_kept_aside_and_do_not_stop_the_consumer(broker, tmp_path):
+    # A non-string hit_id used to raise in paho's network thread: the consumer hung, printing nothing more.
+    # A lone surrogate used to stop it with an "output" error, on every restart (the message is never acked).
+    proc, out = start_consumer(tmp_path, "k", "--host", "127.0.0.1", "--port", str(broker.port), "--count", "2")
+    good = [new_hit_id(), new_hit_id()]
+    bad = [b'{"hit_id": ["x"]}', b'{"hit_id": "h-1", "s": "\\ud800"}']
+    publish_all(broker.port, bad + [json.dumps({"hit_id": h}).encode() for h in good])
+    try:
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+    assert read_ids(out) == good
+    err = (tmp_path / "k.err").read_text()
+    kept = [json.loads(line.split("kept here: ", 1)[1]) for line in err.splitlines() if "kept here: " in line]
+    assert [base64.b64decode(k["payload_b64"]) for k in kept] == bad  # nothing dropped silently
+    assert "no hit_id string" in kept[0]["error"] and "UTF-8" in kept[1]["error"]
+
+
+def test_rejects_file_gets_bad_and_oversized_messages(broker, tmp_path):
+    rejects = tmp_path / "rejects.jsonl"
+    proc, out = start_consumer(tmp_path, "r", "--host", "127.0.0.1", "--port", str(broker.port), "--count", "1",
+                               "--rejects", str(rejects), "--max-bytes", "1000")
+    h = new_hit_id()
+    bad = [b"not json", b"[1, 2]", json.dumps({"hit_id": new_hit_id(), "pad": "x" * 2000}).encode()]
+    publish_all(broker.port, bad + [json.dumps({"hit_id": h}).encode()])
+    try:
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+    assert read_ids(out) == [h]
+    kept = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [base64.b64decode(k["payload_b64"]) for k in kept] == bad
+    assert "larger than --max-bytes" in kept[2]["error"] and all(k["topic"] == "anpr/politie/unit-9/hits" for k in kept)
+
+
+def test_persistent_without_client_id_is_refused(broker, tmp_path):
+    # a generated client id differs on each start, so the kept session would never be resumed
+    r = subprocess.run([sys.executable, "-m", "edge.hitsclient", "hits", "--host", "127.0.0.1",
+                        "--port", str(broker.port), "--persistent", "--timeout", "1"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "--persistent needs a fixed --client-id" in r.stderr
+
+
+def test_output_file_is_fsynced_before_each_ack(broker, tmp_path, monkeypatch):
+    import argparse
+    import threading
+
+    from edge import hitsclient
+
+    parser = argparse.ArgumentParser()
+    hitsclient.add_subparsers(parser.add_subparsers(dest="command"))
+    ready = tmp_path / "ready"
+    args = parser.parse_args(["hits", "--host", "127.0.0.1", "--port", str(broker.port), "--count", "3",
+                              "--timeout", "15", "--ready-file", str(ready)])
+    events = []
+    real_fsync, real_ack = os.fsync, mqtt.Client.ack
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", fd)), real_fsync(fd))[1])
+    monkeypatch.setattr(mqtt.Client, "ack", lambda self, mid, qos: (events.append(("ack", mid)), real_ack(self, mid, qos))[1])
+    path = tmp_path / "hits.jsonl"
+    with open(path, "a", encoding="utf-8") as f:
+        rc = []
+        t = threading.Thread(target=lambda: rc.append(hitsclient.run_hits_consumer(args, out=f)))
+        t.start()
+        assert wait_for(ready.exists, timeout=10)
+        ids = [new_hit_id() for _ in range(3)]
+        publish_all(broker.port, [json.dumps({"hit_id": h}).encode() for h in ids])
+        t.join(20)
+        fd = f.fileno()
+    assert rc == [0] and read_ids(path) == ids
+    assert [e[0] for e in events] == ["fsync", "ack"] * 3 and all(e[1] == fd for e in events[::2])
+
+
+def test_output_file_torn_line_is_cut_and_written_hits_are_not_repeated_after_restart(broker, tmp_path):
+    # A power cut mid-line leaves a fragment (never acknowledged, so it comes again); a hit written just
+    # before a crash, whose PUBACK never left, is redelivered after the restart: both must end up once.
+    a, b, c = new_hit_id(), new_hit_id(), new_hit_id()
+    path = tmp_path / "hits.jsonl"
+    path.write_text(json.dumps({"hit_id": a}, separators=(",", ":")) + "\n" + '{"hit_id":"' + b[:10])
+    ready = tmp_path / "ready"
+    with open(path, "ab") as outf, open(tmp_path / "t.err", "w") as errf:  # like `anpr-edge hits >> hits.jsonl`
+        proc = subprocess.Popen([sys.executable, "-m", "edge.hitsclient", "hits", "--host", "127.0.0.1",
+                                 "--port", str(broker.port), "--count", "2", "-v", "--ready-file", str(ready)],
+                                cwd=ROOT, stdout=outf, stderr=errf)
+    assert wait_for(lambda: ready.exists() or proc.poll() is not None, timeout=15)
+    publish_all(broker.port, [json.dumps({"hit_id": h}).encode() for h in (a, b, c)])
+    try:
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+    assert read_ids(path) == [a, b, c]
+    err = (tmp_path / "t.err").read_text()
+    assert "torn last line" in err and "2 hits, 1 duplicates dropped" in err
