@@ -6,7 +6,8 @@ own SHA-256 (`hash`, over the canonical JSON of every other field). Editing, del
 reordering lines breaks the chain, and `anpr-edge audit verify FILE` names the first bad line.
 Cutting lines off the end cannot be seen in the file alone: every entry is also handed to a
 `publish` hook (the daemon sends it to the central audit topic), and `verify --head HASH` checks
-the file against the last hash the centre received.
+that the last hash the centre received is one of the file's entries (later ones may still wait in
+the outbox). A line torn by a power cut is reported, and the check goes on past it.
 
 Only the fields listed per event in `EVENTS` are accepted: the audit trail never holds plate texts.
 """
@@ -14,6 +15,8 @@ Only the fields listed per event in `EVENTS` are accepted: the audit trail never
 from __future__ import annotations
 
 import argparse
+import collections
+import errno
 import fcntl
 import hashlib
 import json
@@ -51,6 +54,7 @@ ENTRY_KEYS = ("v", "seq", "ts", "device", "event", "data", "prev")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _MAX_STR = 200
 _TAIL_BYTES = 65536  # far more than one entry
+_MAX_UNPUBLISHED = 1000  # entries kept for a publish retry (the file keeps them all)
 
 
 class AuditError(ValueError):
@@ -118,11 +122,17 @@ class AuditLog:
         self.fsync = fsync
         self._clock = clock
         self._lock = threading.Lock()
+        # entries written but not yet handed to `publish`, oldest first: one whose publish fails is
+        # tried again with the next append (at the first start the daemon's outbox does not exist yet
+        # when the audit_damaged_tail entry for a power cut is written: it used to be lost centrally)
+        self._outgoing: collections.deque[dict] = collections.deque(maxlen=_MAX_UNPUBLISHED)
+        self._publish_lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._seq, self._head, damaged = self._read_tail()
-        self._size = self.path.stat().st_size if self.path.exists() else 0
-        if damaged is not None:
-            self.record("audit_damaged_tail", line=damaged[0], bytes=damaged[1])
+        self._seq, self._head, self._size = 0, GENESIS, 0
+        if self.path.exists():
+            # Read the tail (and record a damaged last line) under the same locks as every append:
+            # read unlocked, another writer's half-written line looked torn and forked the chain.
+            self._write(None, {})
 
     @classmethod
     def from_config(cls, cfg: AuditConfig, state_dir: Path, device: str,
@@ -135,30 +145,33 @@ class AuditLog:
         """Hash of the last entry (GENESIS for an empty log)."""
         return self._head
 
-    def _read_tail(self) -> tuple[int, str, tuple[int, int] | None]:
+    def _read_tail(self, fd: int) -> tuple[int, str, tuple[int, int] | None]:
         """(last seq, last hash, (line number, bytes) of a damaged last line or None).
 
-        Reads only the end of the file: the trail grows for the life of the unit."""
-        if not self.path.exists() or self.path.stat().st_size == 0:
+        Called with the file locked (`fd` is the locked append descriptor). Reads only the end of
+        the file: the trail grows for the life of the unit."""
+        size = os.fstat(fd).st_size
+        if size == 0:
             return 0, GENESIS, None
         with open(self.path, "rb") as f:
-            size = f.seek(0, os.SEEK_END)
             f.seek(max(0, size - _TAIL_BYTES))
-            tail = f.read()
+            tail = f.read(size - f.tell())
         torn = not tail.endswith(b"\n")  # a complete file ends with a newline
-        last = tail.rstrip(b"\n").rsplit(b"\n", 1)[-1] if not torn else tail.rsplit(b"\n", 1)[-1]
+        # (strip one newline only: an empty last line is a damaged line too, as verify() sees it)
+        last = tail.rsplit(b"\n", 1)[-1] if torn else tail[:-1].rsplit(b"\n", 1)[-1]
         try:
             entry = json.loads(last)
-            if torn or entry.get("hash") != entry_hash(entry) or not isinstance(entry.get("seq"), int):
+            if (torn or not isinstance(entry, dict) or entry.get("hash") != entry_hash(entry)
+                    or not isinstance(entry.get("seq"), int)):
                 raise ValueError
         except ValueError:
             # rare (power cut mid-write, or tampering): read it all to name the line
-            lines = self.path.read_bytes().split(b"\n")
+            with open(self.path, "rb") as f:
+                lines = f.read(size).split(b"\n")
             if not torn:
                 lines.pop()
             else:  # finish the torn line so the next entry starts on a line of its own
-                with open(self.path, "ab") as f:
-                    f.write(b"\n")
+                os.write(fd, b"\n")
             # continue after the damaged line: its bytes are chained in, so nobody can swap it later
             good = _last_good(lines[:-1])
             return good[0], hashlib.sha256(lines[-1]).hexdigest(), (len(lines), len(lines[-1]))
@@ -174,37 +187,81 @@ class AuditLog:
             raise AuditError(f"audit event {event!r} does not take field(s) {', '.join(unknown)}; "
                              f"allowed: {', '.join(sorted(allowed))}")
         clean = {k: _check_value(event, k, v) for k, v in sorted(data.items())}
+        return self._write(event, clean)
+
+    def _write(self, event: str | None, clean: dict) -> dict | None:
+        """Under both locks: catch up with the file, record a damaged last line, append `event` (if any)."""
+        written: list[dict] = []
         with self._lock:
+            created = not self.path.exists()
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # one writer at a time, also across processes
+                if created and self.fsync:
+                    _fsync_dir(self.path.parent)  # else a power cut can lose the new file's name, entries and all
                 if os.fstat(fd).st_size != self._size:
-                    # someone else appended (another AuditLog on the same file): chain after their entry
-                    self._seq, self._head, _ = self._read_tail()
-                entry = {"v": SCHEMA, "seq": self._seq + 1,
-                         "ts": self._clock().isoformat(timespec="milliseconds"),
-                         "device": self.device, "event": event, "data": clean, "prev": self._head}
-                entry["hash"] = entry_hash(entry)
-                os.write(fd, canonical(entry) + b"\n")  # one write of one line: O_APPEND keeps lines whole
-                if self.fsync:
-                    os.fsync(fd)
+                    # the file changed since our last append (just opened, another AuditLog or process on
+                    # the same file, or one that died mid-write): chain after its last line, and record a
+                    # damaged one here too (it used to be dropped silently, leaving verify() stuck on it)
+                    self._seq, self._head, damaged = self._read_tail(fd)
+                    if damaged is not None:
+                        written.append(self._append(fd, "audit_damaged_tail",
+                                                    {"bytes": damaged[1], "line": damaged[0]}))
+                if event is not None:
+                    written.append(self._append(fd, event, clean))
                 self._size = os.fstat(fd).st_size
             finally:
                 os.close(fd)  # releases the lock
-            self._seq, self._head = entry["seq"], entry["hash"]
+                if self.publish is not None:
+                    self._outgoing.extend(written)  # in file order, whatever thread publishes them
         if self.publish is not None:
+            with self._publish_lock:
+                while self._outgoing:
+                    entry = self._outgoing[0]
+                    try:
+                        self.publish(entry)
+                    except Exception as e:  # the local file is the record; the network copy may come later
+                        log.warning("audit entry %d written but not published yet: %s", entry["seq"], e)
+                        break
+                    self._outgoing.popleft()
+        return written[-1] if written else None
+
+    def _append(self, fd: int, event: str, clean: dict) -> dict:
+        entry = {"v": SCHEMA, "seq": self._seq + 1,
+                 "ts": self._clock().isoformat(timespec="milliseconds"),
+                 "device": self.device, "event": event, "data": clean, "prev": self._head}
+        entry["hash"] = entry_hash(entry)
+        line = canonical(entry) + b"\n"
+        start = os.fstat(fd).st_size
+        try:
+            # one write of one line: O_APPEND keeps lines whole
+            if os.write(fd, line) != len(line):  # disk full part-way: never leave half a line behind
+                raise OSError(errno.ENOSPC, f"{self.path}: audit entry only partly written (disk full?)")
+        except OSError:
             try:
-                self.publish(entry)
-            except Exception as e:  # the local file is the record; the network copy may come later
-                log.warning("audit entry %d written but not published: %s", entry["seq"], e)
+                os.ftruncate(fd, start)  # we hold the lock: these bytes are ours
+            except OSError:
+                pass
+            raise
+        if self.fsync:
+            os.fsync(fd)
+        self._seq, self._head = entry["seq"], entry["hash"]
         return entry
+
+
+def _fsync_dir(path: Path) -> None:
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def _last_good(lines: list[bytes]) -> tuple[int, str]:
     for raw in reversed(lines):
         try:
             entry = json.loads(raw)
-            if isinstance(entry.get("seq"), int):
+            if isinstance(entry, dict) and isinstance(entry.get("seq"), int):
                 return entry["seq"], entry.get("hash", GENESIS)
         except ValueError:
             continue
@@ -216,19 +273,49 @@ class VerifyResult:
     """Outcome of checking one audit file."""
 
     ok: bool
-    entries: int  # lines checked
+    entries: int  # good entries checked
     head: str  # hash of the last good entry
     bad_line: int | None = None  # 1-based number of the first bad line
     reason: str = ""
+    damaged: tuple[int, ...] = ()  # damaged lines the unit itself recorded (audit_damaged_tail) and chained past
+    after_head: int = 0  # entries after the expected head (written, not yet received centrally)
 
     def describe(self, name: str) -> str:
         if self.ok:
-            return f"{name}: OK, {self.entries} entries, chain intact, head {self.head}"
+            newer = f", {self.after_head} newer than the expected head" if self.after_head else ""
+            return f"{name}: OK, {self.entries} entries, chain intact, head {self.head}{newer}"
         return f"{name}: line {self.bad_line}: {self.reason}"
 
 
+def _check_line(raw: bytes) -> tuple[dict | None, str | None]:
+    """(entry, None) for a well-formed entry whose hash matches, else (None or entry, reason)."""
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return None, "not a JSON entry (damaged or torn line)"
+    if not isinstance(entry, dict) or set(entry) != set(ENTRY_KEYS) | {"hash"}:
+        return None, f"not an audit entry (expected keys {', '.join(ENTRY_KEYS)}, hash)"
+    if entry["hash"] != entry_hash(entry):
+        return None, "content does not match its hash (the line was edited)"
+    # the bytes must be exactly what was hashed: a duplicate key (`"data":{..},"data":{..}`) is read
+    # one way by this check and maybe the other way by a person or another JSON reader
+    if raw != canonical(entry):
+        return None, "not in the unit's canonical form (duplicate keys or reformatted: the line was edited)"
+    if not isinstance(entry["event"], str) or entry["event"] not in EVENTS or not isinstance(entry["data"], dict):
+        return None, f"unknown event {entry['event']!r}"
+    return entry, None
+
+
 def verify(path: str | Path, expect_head: str | None = None) -> VerifyResult:
-    """Check every line's hash and its link to the line before; name the first bad line."""
+    """Check every line's hash and its link to the line before; name the first bad line.
+
+    A bad line directly followed by the unit's own `audit_damaged_tail` entry for it (a line torn
+    by a power cut, recorded at the next start) stays a finding (not ok, named with its reason),
+    but the chain is followed through its bytes and every later line is checked as well: such a
+    line used to end the check, so nothing written after any power cut was ever verified again.
+    `expect_head` (the last hash the centre received) must be one of the chain's entries; entries
+    after it are ones not yet delivered, and are counted in `after_head`.
+    """
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -239,32 +326,49 @@ def verify(path: str | Path, expect_head: str | None = None) -> VerifyResult:
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
-    prev, seq = GENESIS, 0
+    prev, seq, entries = GENESIS, 0, 0
+    chain = {GENESIS: 0}  # entry hash -> good entries up to and including it
+    damaged: list[tuple[int, str]] = []
+    pending: tuple[int, str, bytes] | None = None  # a bad line, unless the next line records it
     for n, raw in enumerate(lines, start=1):
-        def bad(reason: str) -> VerifyResult:
-            return VerifyResult(False, n - 1, prev, n, reason)
-
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            return bad("not a JSON entry (damaged or torn line)")
-        if not isinstance(entry, dict) or set(entry) != set(ENTRY_KEYS) | {"hash"}:
-            return bad(f"not an audit entry (expected keys {', '.join(ENTRY_KEYS)}, hash)")
-        if entry["hash"] != entry_hash(entry):
-            return bad("content does not match its hash (the line was edited)")
-        if not isinstance(entry["seq"], int) or entry["seq"] != seq + 1:
-            return bad(f"sequence number {entry['seq']!r}, expected {seq + 1} "
-                       "(a line before it was deleted, inserted or moved)")
-        if entry["prev"] != prev:
-            return bad("does not chain to the previous line's hash (lines deleted, inserted or reordered)")
-        if entry["event"] not in EVENTS:
-            return bad(f"unknown event {entry['event']!r}")
-        prev, seq = entry["hash"], entry["seq"]
-    if expect_head is not None and prev != expect_head.lower():
-        return VerifyResult(False, len(lines), prev, len(lines) + 1,
-                            f"chain ends at {prev}, but the expected head is {expect_head} "
-                            "(entries missing at the end, or a different file)")
-    return VerifyResult(True, len(lines), prev)
+        entry, reason = _check_line(raw)
+        if pending is not None:
+            bad_n, bad_reason, bad_raw = pending
+            data_ = entry["data"] if entry is not None else {}
+            if not (entry is not None and entry["event"] == "audit_damaged_tail"
+                    and data_.get("line") == bad_n and data_.get("bytes") == len(bad_raw)):
+                return VerifyResult(False, entries, prev, bad_n, bad_reason, tuple(d for d, _ in damaged))
+            damaged.append((bad_n, bad_reason))
+            prev, pending = hashlib.sha256(bad_raw).hexdigest(), None  # the unit chained on from its bytes
+        if entry is not None:
+            if not isinstance(entry["seq"], int) or entry["seq"] != seq + 1:
+                reason = (f"sequence number {entry['seq']!r}, expected {seq + 1} "
+                          "(a line before it was deleted, inserted or moved)")
+            elif entry["prev"] != prev:
+                reason = "does not chain to the previous line's hash (lines deleted, inserted or reordered)"
+        if reason is not None:
+            pending = (n, reason, raw)
+            continue
+        prev, seq, entries = entry["hash"], entry["seq"], entries + 1
+        chain[prev] = entries
+    found = tuple(d for d, _ in damaged)
+    if pending is not None:
+        return VerifyResult(False, entries, prev, pending[0], pending[1], found)
+    after = 0
+    if expect_head is not None:
+        if expect_head.lower() not in chain:
+            return VerifyResult(False, entries, prev, len(lines) + 1,
+                                f"chain ends at {prev}, and the expected head {expect_head} is none of its "
+                                "entries (entries missing at the end, lines edited, or a different file)", found)
+        after = entries - chain[expect_head.lower()]
+    if damaged:
+        first, why = damaged[0]
+        return VerifyResult(False, entries, prev, first,
+                            f"{why}; recorded by the unit on the next line (audit_damaged_tail), the chain "
+                            f"after it is intact ({entries} entries, head {prev}"
+                            + (f", damaged lines {', '.join(map(str, found))}" if len(found) > 1 else "") + ")",
+                            found, after)
+    return VerifyResult(True, entries, prev, after_head=after)
 
 
 # ----- command line ------------------------------------------------------------------------------
@@ -280,7 +384,8 @@ def cmd_verify(args) -> int:
         return 2
     if args.json:
         print(json.dumps({"file": str(args.file), "ok": result.ok, "entries": result.entries, "head": result.head,
-                          "bad_line": result.bad_line, "reason": result.reason}))
+                          "bad_line": result.bad_line, "reason": result.reason, "damaged": list(result.damaged),
+                          "after_head": result.after_head}))
     else:
         print(result.describe(str(args.file)), file=sys.stdout if result.ok else sys.stderr)
     return 0 if result.ok else 1

@@ -187,14 +187,14 @@ class Daemon:
         live = {e["id"]: e["name"] for e in status.get("lists", []) if e["live"]}
         version = self.store.version
         if version != self._list_version and version:
-            self.audit.record("key_rotation", key="list_hash_key", reason=f"list package version {version}")
+            _record(self.audit, "key_rotation", key="list_hash_key", reason=f"list package version {version}")
         self._list_version = version
         if self._live_lists is not None or live:
             before = self._live_lists or {}
             for list_id in sorted(live.keys() - before.keys()):
-                self.audit.record("list_activated", list_id=list_id, name=live[list_id], version=version)
+                _record(self.audit, "list_activated", list_id=list_id, name=live[list_id], version=version)
             for list_id in sorted(before.keys() - live.keys()):
-                self.audit.record("list_deactivated", list_id=list_id, name=before[list_id], version=version,
+                _record(self.audit, "list_deactivated", list_id=list_id, name=before[list_id], version=version,
                                   reason="inactive, outside its time window, expired or removed")
         self._live_lists = live
 
@@ -244,7 +244,7 @@ class Daemon:
         self._build(self.cfg)
         self._start()
         notify("READY=1", f"STATUS=reading plates from {self.capture.source.label}")
-        self.audit.record("start", software=__version__, detector=self.detector.version,
+        _record(self.audit, "start", software=__version__, detector=self.detector.version,
                           recognizer=self.recognizer.version, lists_version=self.store.version,
                           config_sha256=file_sha256(self.config_path) if self.config_path else None)
         self._audit_lists()
@@ -284,7 +284,7 @@ class Daemon:
             notify("STOPPING=1")
             log.info("stopping")
             self._stop_inputs()
-            self.audit.record("stop", reason=stop_reason, uptime_s=round(time.monotonic() - self._started, 1),
+            _record(self.audit, "stop", reason=stop_reason, uptime_s=round(time.monotonic() - self._started, 1),
                               outbox_depth=self.outbox.depth())
             self._stop_network()
             self._write_status_safely()
@@ -346,15 +346,15 @@ class Daemon:
             except Exception as again:  # worked before; if it no longer does, the unit cannot run
                 log.critical("cannot go back to the previous config either: %s", _describe(again))
                 raise
-            self.audit.record("config_change", new_sha256=new_sha, sections=sections, accepted=False,
+            _record(self.audit, "config_change", new_sha256=new_sha, sections=sections, accepted=False,
                               error=_audit_text(problem))
             self._start()
             log.warning("config reload rolled back: running the previous config again")
             return
-        self.audit.record("config_change", new_sha256=new_sha, sections=sections, accepted=True)
+        _record(self.audit, "config_change", new_sha256=new_sha, sections=sections, accepted=True)
         for key, old in old_keys.items():
             if _sha_or_none(getattr(new.lists, key)) != old:
-                self.audit.record("key_rotation", key=key, reason="config reload")
+                _record(self.audit, "key_rotation", key=key, reason="config reload")
         log.info("config reloaded")
 
     def _reload_list_cache(self) -> None:
@@ -401,10 +401,20 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}{where}"
 
 
+def _record(audit: AuditLog, event: str, **data) -> None:
+    """Append an audit entry; a file that cannot be written (a full disk) is logged, not fatal: the
+    unit keeps reading plates and delivering hits, and the audit chain continues with the next entry
+    that can be written (a crash here restarted the daemon into the same error at every start)."""
+    try:
+        audit.record(event, **data)
+    except OSError as e:
+        log.error("audit entry %r not written (%s); the unit goes on", event, e.strerror or type(e).__name__)
+
+
 def _refuse_reload(audit: AuditLog, new_sha: str | None, problem: str) -> None:
     """(A module function: tests call `Daemon._do_reload` on a stand-in holding only config_path and audit.)"""
     log.error("config reload refused, keeping the running config: %s", problem)
-    audit.record("config_change", new_sha256=new_sha, accepted=False, error=_audit_text(problem))
+    _record(audit, "config_change", new_sha256=new_sha, accepted=False, error=_audit_text(problem))
 
 
 def _audit_text(problem: str) -> str:

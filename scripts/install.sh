@@ -182,6 +182,8 @@ install_files() {
     copy "$SRC/config/edge.example.yaml" "$ETC/edge.example.yaml" 0640
     if [ -f "$ETC/edge.yaml" ]; then
         echo "ok: $ETC/edge.yaml kept (compare with edge.example.yaml after upgrades)"
+        # its content is kept, its mode is not: an edited copy put back with `cp` is often 0644
+        [ "$(stat -c %a "$ETC/edge.yaml")" = 640 ] || run chmod 0640 "$ETC/edge.yaml"
     else
         run install -m 0640 "$SRC/config/edge.example.yaml" "$ETC/edge.yaml"
     fi
@@ -189,7 +191,12 @@ install_files() {
 }
 
 # Private keys and secrets 0600, certificates and public keys 0640; all owned by the service user.
+# A .pem holding a private key (e.g. a TLS client key) is a private key, whatever its name.
 key_mode() {
+    if [ -f "$1" ] && grep -q "PRIVATE KEY" "$1" 2>/dev/null; then
+        echo 0600
+        return
+    fi
     case "$1" in
         *.pub|*.pem|*.crt) echo 0640 ;;
         *) echo 0600 ;;

@@ -12,7 +12,8 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
-from edge.audit import GENESIS, AuditConfig, AuditError, AuditLog, changed_sections, entry_hash, file_sha256, verify
+from edge.audit import (GENESIS, AuditConfig, AuditError, AuditLog, canonical, changed_sections, entry_hash,
+                        file_sha256, verify)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -301,3 +302,175 @@ def test_writers_in_other_processes_keep_one_chain(tmp_path):
     assert [p.wait(60) for p in procs] == [0, 0, 0]
     r = verify(path)
     assert r.ok and r.entries == 90, r
+
+
+# ----- power cuts, crashes and a stricter verify ---------------------------------------------------
+
+def torn_then_reopened(path: Path) -> AuditLog:
+    """Six entries, a power cut in the middle of the seventh, a restart that goes on writing."""
+    sample_log(path)
+    with open(path, "ab") as f:
+        f.write(b'{"v":1,"seq":7,"ts":"2026-11-')
+    log = AuditLog(path, device="nl-a13-01", clock=fixed_clock())
+    for i in range(4):
+        log.record("list_activated", list_id=f"after-{i}", version=8)
+    return log
+
+
+def test_after_a_power_cut_the_rest_of_the_trail_is_still_checked(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    log = torn_then_reopened(path)
+    r = verify(path)
+    assert not r.ok and r.bad_line == 7 and "torn" in r.reason and r.damaged == (7,)
+    assert r.entries == 11 and r.head == log.head and "chain after it is intact" in r.reason
+    # a line deleted after the power cut: it used to hide behind the torn line, which ended the check
+    lines = lines_of(path)
+    del lines[9]
+    path.write_text("".join(lines))
+    r = verify(path)
+    assert not r.ok and r.bad_line == 10 and "deleted" in r.reason and r.damaged == (7,)
+
+
+def test_after_a_power_cut_a_cut_off_end_is_still_found_with_the_head(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    log = torn_then_reopened(path)
+    path.write_text("".join(lines_of(path)[:-2]))
+    r = verify(path, expect_head=log.head)
+    assert not r.ok and r.bad_line == 11 and "expected head" in r.reason
+
+
+def test_the_expected_head_may_lag_behind_the_file(tmp_path):
+    """The centre holds the last entry it *received*; later ones wait in the outbox (unit offline,
+    the stop entry written at shutdown): that is no tampering."""
+    path = tmp_path / "audit.jsonl"
+    sample_log(path)
+    fourth = json.loads(lines_of(path)[3])["hash"]
+    r = verify(path, expect_head=fourth)
+    assert r.ok and r.after_head == 2 and "2 newer than the expected head" in r.describe("f")
+    assert verify(path, expect_head=GENESIS).ok
+    assert not verify(path, expect_head="ab" * 32).ok
+
+
+def test_duplicate_keys_cannot_show_one_thing_and_hash_another(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    sample_log(path)
+    lines = lines_of(path)
+    # JSON readers differ on which duplicate wins; this one hashes the last, a person may read the first
+    lines[5] = lines[5].replace('{"data":', '{"data":{"reason":"maintenance"},"data":', 1)
+    path.write_text("".join(lines))
+    r = verify(path)
+    assert not r.ok and r.bad_line == 6 and "canonical" in r.reason
+
+
+def test_odd_event_values_are_named_not_a_crash(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    forged = {"v": 1, "seq": 1, "ts": "t", "device": "d", "event": ["start"], "data": {}, "prev": GENESIS}
+    forged["hash"] = entry_hash(forged)
+    path.write_bytes(canonical(forged) + b"\n")
+    r = verify(path)
+    assert not r.ok and r.bad_line == 1 and "unknown event" in r.reason
+
+
+def test_a_line_torn_by_another_writer_is_recorded_too(tmp_path):
+    """Another process dies mid-append while this one runs: the damage gets its entry, so verify
+    can chain past it, instead of a silent continuation behind a line nobody accounted for."""
+    path = tmp_path / "audit.jsonl"
+    log = sample_log(path)
+    with open(path, "ab") as f:
+        f.write(b'{"v":1,"seq":7,"ts":"2026-')
+    e = log.record("stop", reason="test")
+    events = [json.loads(line)["event"] for line in lines_of(path) if line.startswith('{"data"')]
+    assert events[-2:] == ["audit_damaged_tail", "stop"] and e["seq"] == 8
+    r = verify(path)
+    assert r.bad_line == 7 and r.damaged == (7,) and r.head == log.head
+
+
+def test_reading_the_tail_waits_for_a_writer_in_the_middle_of_its_line(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    sample_log(path)
+    entry = {"v": 1, "seq": 7, "ts": "t", "device": "nl-a13-01", "event": "stop", "data": {},
+             "prev": json.loads(lines_of(path)[-1])["hash"]}
+    entry["hash"] = entry_hash(entry)
+    line = canonical(entry) + b"\n"
+    import fcntl
+    import os
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another process, half way through its append
+    os.write(fd, line[:40])
+    opened: list[AuditLog] = []
+    t = threading.Thread(target=lambda: opened.append(AuditLog(path, fsync=False)))
+    t.start()
+    t.join(0.3)
+    os.write(fd, line[40:])
+    os.close(fd)
+    t.join(5)
+    assert opened and opened[0].head == entry["hash"]
+    r = verify(path)
+    assert r.ok and r.entries == 7, r
+
+
+def test_non_object_last_line_does_not_stop_the_unit(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    sample_log(path)
+    with open(path, "ab") as f:
+        f.write(b"123\n")
+    log = AuditLog(path)
+    assert log.record("start", software="1")["seq"] == 8
+    assert verify(path).damaged == (7,)
+
+
+def test_a_new_trail_file_is_made_durable_in_its_directory(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    import edge.audit as audit_mod
+    synced: list[bool] = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real(fd)
+    monkeypatch.setattr(audit_mod.os, "fsync", spy)
+    log = AuditLog(tmp_path / "state" / "audit.jsonl")
+    log.record("start", software="1")
+    assert True in synced, "the directory entry of a new trail must be fsynced (else a power cut can lose the file)"
+    synced.clear()
+    log.record("stop", reason="x")
+    assert synced == [False], "later appends sync the file only"
+
+
+def test_a_short_write_on_a_full_disk_leaves_no_half_line(tmp_path, monkeypatch):
+    import os
+
+    import edge.audit as audit_mod
+    path = tmp_path / "audit.jsonl"
+    log = sample_log(path)
+    real = os.write
+    monkeypatch.setattr(audit_mod.os, "write", lambda fd, b: real(fd, b[: len(b) // 2]))
+    with pytest.raises(OSError):
+        log.record("stop", reason="disk full")
+    monkeypatch.setattr(audit_mod.os, "write", real)
+    log.record("stop", reason="space again")
+    r = verify(path)
+    assert r.ok and r.entries == 7, r
+
+
+def test_an_entry_whose_publish_failed_goes_out_with_the_next_one(tmp_path):
+    """At the first start the daemon's outbox is built after the audit log: the audit_damaged_tail
+    entry for a power cut could not be published then, and was never sent to the centre."""
+    path = tmp_path / "audit.jsonl"
+    sample_log(path)
+    with open(path, "ab") as f:
+        f.write(b'{"v":1,"seq":7,"ts":"2026-11-')
+    sent: list[dict] = []
+    outbox: list | None = None
+
+    def publish(entry):
+        if outbox is None:
+            raise AttributeError("'NoneType' object has no attribute 'put'")
+        sent.append(entry)
+    log = AuditLog(path, publish=publish)
+    outbox = []
+    log.record("start", software="1")
+    assert [(e["seq"], e["event"]) for e in sent] == [(7, "audit_damaged_tail"), (8, "start")]
+    assert sent[-1]["hash"] == log.head

@@ -239,3 +239,15 @@ def test_reload_whose_new_parts_fail_to_start_goes_back_to_the_previous_config(u
         daemon.request_stop()
         thread.join(30)
     assert result == [0]
+
+
+def test_an_audit_file_that_cannot_be_written_is_logged_not_fatal(tmp_path, caplog):
+    """A full disk (here: the audit file's folder replaced by a file) made the daemon crash at its
+    start entry and systemd restart it into the same error; the unit must go on reading plates."""
+    from edge.audit import AuditLog
+    from edge.daemon import _record
+
+    audit = AuditLog(tmp_path / "state" / "audit.jsonl", device="unit-t1")
+    (tmp_path / "state" / "audit.jsonl").mkdir()  # now every append fails with an OSError
+    _record(audit, "start", software="test")
+    assert "audit entry 'start' not written" in caplog.text

@@ -51,7 +51,12 @@ def test_unit_keys():
     watchdog = one(u, "Service.WatchdogSec")
     assert re.fullmatch(r"\d+s", watchdog) and 30 < int(watchdog[:-1]) <= 300, \
         "WatchdogSec must exceed the camera reconnect backoff (30 s) yet catch a frozen camera"
-    assert one(u, "Service.Restart") == "on-failure"
+    # the daemon exits 0 on SIGTERM: with on-failure a stray kill left the unit down until a reboot
+    assert one(u, "Service.Restart") == "always"
+    # temporary files (onnxruntime's .ses per model load) on RAM, removed at every stop, not on the SD card
+    assert one(u, "Service.RuntimeDirectory") == "anpr-edge" and one(u, "Service.RuntimeDirectoryMode") == "0700"
+    assert "TMPDIR=/run/anpr-edge" in u["Service.Environment"]
+    assert re.fullmatch(r"\d+(%|[MG])", one(u, "Service.MemoryMax")), "a leak must end in a restart"
     assert one(u, "Unit.StartLimitIntervalSec") == "0", "a roadside unit must never stop restarting"
     assert one(u, "Service.User") == one(u, "Service.Group") == "anpr-edge"
     assert one(u, "Service.StateDirectory") == "anpr-edge"
@@ -117,6 +122,7 @@ def key_files(tmp_path) -> Path:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     (d / "mqtt.password").write_text("s3cret-for-test\n")
     (d / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    (d / "client-key.pem").write_text("-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n")
     for f in d.iterdir():
         f.chmod(0o666)
     return d
@@ -160,6 +166,7 @@ def test_install_twice_then_uninstall(tmp_path, wheelhouse, key_files):
     assert mode(etc / "edge.yaml") == 0o640
     assert mode(etc / "keys/device.key") == mode(etc / "keys/mqtt.password") == 0o600
     assert mode(etc / "keys/signer.pub") == mode(etc / "keys/ca.pem") == 0o640
+    assert mode(etc / "keys/client-key.pem") == 0o600, "a private key in a .pem file is still a private key"
     assert (etc / "keys/device.key").read_bytes() == (key_files / "device.key").read_bytes()
     assert "keygen-device" not in out, "a device key was given: none may be generated"
     # the venv sees the system site packages (picamera2 on a Pi) and holds the installed package
@@ -185,6 +192,12 @@ def test_install_twice_then_uninstall(tmp_path, wheelhouse, key_files):
     assert tree(root) == before, "a second install must leave an up-to-date install exactly as it was"
     assert {p: p.stat().st_mtime_ns for p in etc.rglob("*")} == mtimes
     assert "edge.yaml kept" in second.stdout and "ok: venv exists" in second.stdout
+
+    # the edited config put back too open (`cp` of a new file: 0644): the next install closes it again
+    (etc / "edge.yaml").chmod(0o644)
+    run_script(*install_args(root, wheelhouse, "--keys", str(key_files)))
+    assert mode(etc / "edge.yaml") == 0o640 and (etc / "edge.yaml").read_text() == "device: {id: nl-a13-km12-01}\n"
+    assert tree(root) == before
 
     # a dry run changes nothing and says what it would do
     dry = run_script(*install_args(root, wheelhouse, "--dry-run"))
