@@ -42,9 +42,10 @@ class _Refusing:
     def suppressed(self, plate: str, list_id: str, now: float | None = None) -> bool:
         return self._outbox.suppressed(plate, list_id, now)
 
-    def put(self, topic: str, payload: bytes, hit_id: str, *, cooldown=(), now: float | None = None) -> bool:
+    def put(self, topic: str, payload: bytes, hit_id: str, *, cooldown=(), now: float | None = None,
+            priority: int = 0) -> bool:
         try:
-            return self._outbox.put(topic, payload, hit_id, cooldown=cooldown, now=now)
+            return self._outbox.put(topic, payload, hit_id, cooldown=cooldown, now=now, priority=priority)
         except OutboxError as e:
             # e names the outbox file, the hit id and SQLite's reason (which never quotes stored values)
             log.error("hit %s for list(s) %s NOT stored, the outbox cannot be written: %s",

@@ -233,7 +233,8 @@ def enqueue_hit(outbox: "Outbox", hit: Hit, identity: HitIdentity, versions: dic
                 default_template: str, now: float | None = None) -> EnqueueResult:
     """The pipeline's one call per hit: drop lists in cool-down, route, store durably, start cool-downs.
 
-    Returns once every message is on disk (or refused because the outbox is full).
+    Returns once every message is on disk (or refused because the outbox is full). Each message is
+    stored with its highest match priority, so the publisher sends urgent hits (intercept) first.
     """
     plate = hit.passage.text
     fresh = tuple(m for m in hit.matches if not outbox.suppressed(plate, m.list_id, now))
@@ -243,7 +244,8 @@ def enqueue_hit(outbox: "Outbox", hit: Hit, identity: HitIdentity, versions: dic
     queued, refused = [], 0
     for out in route_hit(Hit(hit.passage, fresh, hit.extra), identity, versions, evidence, default_template):
         lists = tuple((plate, m["list_id"]) for m in out.message["matches"])
-        if outbox.put(out.topic, out.payload(), out.hit_id, cooldown=lists, now=now):
+        if outbox.put(out.topic, out.payload(), out.hit_id, cooldown=lists, now=now,
+                      priority=int(out.message["priority"])):
             queued.append(out)
         else:
             refused += 1

@@ -1,8 +1,8 @@
 """Durable outbox: a hit is on disk before anyone tries to publish it, and leaves only on PUBACK.
 
 SQLite in WAL mode with synchronous=FULL, so `put()` returning True means the hit survives a
-power cut or SIGKILL. The publisher reads `pending()` in order and calls `ack()` when the broker
-acknowledged. The cool-down table keeps only keyed hashes (HMAC-SHA256) of plate+list, never text.
+power cut or SIGKILL. The publisher reads `pending()` in order (higher `priority` first, oldest
+first within a priority) and calls `ack()` when the broker acknowledged. The cool-down table keeps only keyed hashes (HMAC-SHA256) of plate+list, never text.
 
 A full disk must not stop delivery: deleting needs space too (WAL, secure_delete), so a hit whose
 DELETE fails is remembered in memory as acknowledged, never handed out by `pending()` again by this
@@ -66,6 +66,7 @@ class OutboxItem:
     payload: bytes
     created: float  # unix time the hit entered the outbox
     attempts: int
+    priority: int = 0  # higher is sent first; `pending()` orders by (priority desc, seq asc)
 
 
 _SCHEMA = """
@@ -76,13 +77,18 @@ CREATE TABLE IF NOT EXISTS outbox(
     payload BLOB NOT NULL,
     created REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
-    not_before REAL NOT NULL DEFAULT 0
+    not_before REAL NOT NULL DEFAULT 0,
+    priority INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS cooldown(
     key BLOB PRIMARY KEY,
     until REAL NOT NULL
 );
 """
+
+# Files written before hits had a priority lack the column: added in place (existing rows get 0).
+# No schema version is kept; each migration checks for what it adds, so it is safe to run on every open.
+_ORDER_INDEX = "CREATE INDEX IF NOT EXISTS outbox_order ON outbox(priority DESC, seq)"
 
 
 class Outbox:
@@ -116,9 +122,24 @@ class Outbox:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA secure_delete=ON")  # acknowledged hits are overwritten, not just unlinked
             self._db.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.Error as e:
             raise OutboxError(f"outbox {self.path}: cannot open SQLite database: {e}") from None
         self._key = key if key is not None else self._load_key()
+
+    def _migrate(self) -> None:
+        """Bring an outbox file of an older version up to date (one transaction; raises sqlite3.Error)."""
+        self._db.execute("BEGIN IMMEDIATE")  # a second process opening the same file waits, then sees the column
+        try:
+            cols = {r[1] for r in self._db.execute("PRAGMA table_info(outbox)")}
+            if "priority" not in cols:
+                self._db.execute("ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
+                log.info("outbox %s: added the priority column (waiting hits get priority 0)", self.path)
+            self._db.execute(_ORDER_INDEX)
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            self._rollback()
+            raise
 
     @classmethod
     def from_config(cls, cfg: OutboxConfig, key: bytes | None = None) -> "Outbox":
@@ -197,8 +218,10 @@ class Outbox:
     # -- hits ---------------------------------------------------------------------------------
 
     def put(self, topic: str, payload: bytes, hit_id: str, *, cooldown: tuple[tuple[str, str], ...] = (),
-            now: float | None = None) -> bool:
+            now: float | None = None, priority: int = 0) -> bool:
         """Store one hit durably; True once it is on disk (also when this hit_id is already stored).
+
+        `priority`: higher is handed out first by `pending()` (a hit already stored keeps its own).
 
         False when the outbox is full (the hit is counted in `rejected`). `cooldown` pairs of
         (plate, list_id) start their cool-down in the same transaction. Raises OutboxError when the
@@ -218,8 +241,8 @@ class Outbox:
                 return False
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.execute("INSERT OR IGNORE INTO outbox(hit_id, topic, payload, created) VALUES (?,?,?,?)",
-                                 (hit_id, topic, bytes(payload), now))
+                self._db.execute("INSERT OR IGNORE INTO outbox(hit_id, topic, payload, created, priority) "
+                                 "VALUES (?,?,?,?,?)", (hit_id, topic, bytes(payload), now, int(priority)))
                 for plate, list_id in cooldown:
                     self._db.execute("INSERT OR REPLACE INTO cooldown(key, until) VALUES (?,?)",
                                      (self._cooldown_key(plate, list_id), now + self.cooldown_s))
@@ -244,21 +267,22 @@ class Outbox:
         return True
 
     def pending(self, limit: int = 100, now: float | None = None) -> list[OutboxItem]:
-        """The oldest unacknowledged hits that may be sent now, in the order they were put.
+        """Unacknowledged hits that may be sent now: higher priority first, oldest first within a priority.
 
         Hits acknowledged by `ack()` are never returned again, also when their DELETE failed.
         """
         now = time.time() if now is None else now
-        cols = "seq, hit_id, topic, payload, created, attempts"
+        cols = "seq, hit_id, topic, payload, created, attempts, priority"
+        order = "ORDER BY priority DESC, seq"  # served by the outbox_order index
         with self._lock:
             for h in [h for h, until in self._held.items() if until <= now]:
                 del self._held[h]
             if not self._acked and not self._held:
-                rows = self._db.execute(f"SELECT {cols} FROM outbox WHERE not_before <= ? ORDER BY seq LIMIT ?",
+                rows = self._db.execute(f"SELECT {cols} FROM outbox WHERE not_before <= ? {order} LIMIT ?",
                                         (now, int(limit))).fetchall()
             else:  # skip in memory: first the (small) keys in order, then the chosen rows with their payloads
                 seqs: list[int] = []
-                cur = self._db.execute("SELECT seq, hit_id FROM outbox WHERE not_before <= ? ORDER BY seq", (now,))
+                cur = self._db.execute(f"SELECT seq, hit_id FROM outbox WHERE not_before <= ? {order}", (now,))
                 try:
                     for seq, h in cur:
                         if len(seqs) >= limit:
@@ -271,8 +295,8 @@ class Outbox:
                 for i in range(0, len(seqs), 500):
                     part = seqs[i:i + 500]
                     rows += self._db.execute(f"SELECT {cols} FROM outbox WHERE seq IN ({','.join('?' * len(part))}) "
-                                             "ORDER BY seq", part).fetchall()
-        return [OutboxItem(r[0], r[1], r[2], bytes(r[3]), r[4], r[5]) for r in rows]
+                                             f"{order}", part).fetchall()
+        return [OutboxItem(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6]) for r in rows]
 
     def ack(self, *hit_ids: str) -> int:
         """The broker acknowledged these hits: delete them (one transaction); returns how many were stored.

@@ -1,16 +1,17 @@
 """MQTT publisher: drains the outbox to the broker with QoS 1, and keeps the unit's status topic.
 
 Two threads: the network thread connects (with backoff and clear errors), then runs paho's loop;
-the worker thread publishes outbox items in order (a bounded window in flight), deletes them
+the worker thread publishes outbox items in the outbox's order (higher priority first, oldest first
+within a priority; a bounded window in flight), deletes them
 from the outbox only when their PUBACK arrived, and sends the heartbeat. The caller's thread is
 never blocked: a hit is safe once `Outbox.put` returned, whatever the broker does.
 
 Every connection gets a fresh paho client, so paho never re-sends anything on its own: after a
-reconnect the worker re-sends from the outbox, oldest first, and only once the network thread has
+reconnect the worker re-sends from the outbox, in that order, and only once the network thread has
 finished handling the CONNACK. One hit the broker cannot take must not block the ones after it:
 a hit larger than the broker's MQTT 5 Maximum Packet Size is not sent (paho 2.2 ignores that
-limit, and the broker would drop the connection), and a hit that is the oldest in flight each time
-the connection drops, several times in a row, is held back for a while. Both stay in the outbox.
+limit, and the broker would drop the connection), and a hit that is the first sent of those in flight
+each time the connection drops, several times in a row, is held back for a while. Both stay in the outbox.
 An MQTT 3.1.1 broker with a size limit that acknowledges a too-large message and then silently
 discards it (Mosquitto's message_size_limit) cannot be detected from here: the hit counts as
 delivered. Keep such limits well above the largest hit (frame evidence can be a few hundred KB).
@@ -43,7 +44,7 @@ from edge.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
-DROPS_BEFORE_HOLDING_BACK = 3  # connection drops in a row with the same hit oldest in flight
+DROPS_BEFORE_HOLDING_BACK = 3  # connection drops in a row with the same hit the first sent in flight
 TOO_LARGE_RETRY_S = 3600.0  # a hit over the broker's Maximum Packet Size is looked at again after this
 _STABLE_LINK_S = 10.0  # a connection up this long restarts the reconnect backoff at its minimum
 
@@ -239,7 +240,7 @@ class _Inflight:
     hit_id: str
     sent: float  # monotonic
     attempts: int = 0  # refusals so far (from the outbox)
-    seq: int = 0  # outbox order
+    order: int = 0  # send order (a counter of this publisher): the broker sees the hits in this order
 
 
 @dataclass
@@ -280,8 +281,10 @@ class Publisher:
         self._max_packet: int | None = None  # the broker's Maximum Packet Size (MQTT 5 CONNACK), None = not given
         # The worker's own bookkeeping (only the worker thread touches these):
         self._inflight_gen = 0  # the client generation the in-flight hits were published with
-        self._acked_seq = 0  # highest outbox seq acknowledged on that connection
-        self._suspect: tuple[str, int] = ("", 0)  # (hit id, drops in a row while it was the oldest in flight)
+        # Send order, not outbox seq: with priorities an urgent hit with a higher seq is sent before older ones.
+        self._sent = 0  # publishes so far; _Inflight.order
+        self._acked_order = 0  # highest send order acknowledged on that connection
+        self._suspect: tuple[str, int] = ("", 0)  # (hit id, drops in a row while it was the first sent in flight)
         self._probe = False  # one hit in flight at a time, until one is acknowledged (after a suspicious drop)
         self._too_large_logged: set[str] = set()
         # Nothing is published after 'offline': stop() sets _closing under this lock, publishers check it.
@@ -558,7 +561,7 @@ class Publisher:
                 if self._inflight_gen != gen:  # a new connection (and client): re-send from the outbox
                     self._state.inflight.clear()
                     self._inflight_gen = gen
-                    self._acked_seq = 0
+                    self._acked_order = 0
                 now = time.monotonic()
                 if self._announce or now >= next_beat:
                     self._announce = False
@@ -594,7 +597,7 @@ class Publisher:
                 self.outbox.defer(item.hit_id, delay)
             else:
                 done.append(item.hit_id)
-                self._acked_seq = max(self._acked_seq, item.seq)
+                self._acked_order = max(self._acked_order, item.order)
                 self._probe = False
                 if item.hit_id == self._suspect[0]:
                     self._suspect = ("", 0)
@@ -605,18 +608,19 @@ class Publisher:
         """The connection of generation gen was lost: is one hit the likely cause, again and again?
 
         Some brokers just drop the connection on a message they will not take (too large, or refused
-        by a plugin) instead of answering with a reason code. Then the same oldest hit would be sent
-        first after every reconnect, forever, and nothing after it would get through.
+        by a plugin) instead of answering with a reason code. Then the same hit would be sent first
+        after every reconnect, forever, and nothing after it would get through.
 
-        The oldest hit in flight is only a suspect: the broker may have taken it and lost our PUBACK
+        The first sent of the hits in flight ("oldest in flight": the broker reads them in send order,
+        which follows the outbox's priority order, not its seq) is only a suspect: the broker may have taken it and lost our PUBACK
         when it dropped us for a later one. So after such a drop the next connection sends one hit at
         a time (probe) until one is acknowledged; a hit held back has dropped the connection at least
         twice while it was the only hit in flight.
         """
         if gen != self._inflight_gen or not self._state.inflight:
             return  # nothing was published on that connection: it says nothing about any hit
-        oldest = min(self._state.inflight.values(), key=lambda it: it.seq)
-        if self._acked_seq > oldest.seq:
+        oldest = min(self._state.inflight.values(), key=lambda it: it.order)
+        if self._acked_order > oldest.order:
             self._suspect = ("", 0)  # the broker took a later hit on that connection: not this one's fault
             return
         drops = self._suspect[1] + 1 if self._suspect[0] == oldest.hit_id else 1
@@ -659,7 +663,8 @@ class Publisher:
             if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
                 log.warning("publish of hit %s not queued (rc %s)", item.hit_id, info.rc)
                 break
-            self._state.inflight[info.mid] = _Inflight(item.hit_id, now, item.attempts, item.seq)
+            self._sent += 1
+            self._state.inflight[info.mid] = _Inflight(item.hit_id, now, item.attempts, self._sent)
             self.stats.published += 1
             if info.rc == mqtt.MQTT_ERR_NO_CONN:
                 break  # the link is gone; the next connection re-sends it from the outbox

@@ -136,3 +136,13 @@ def test_outbox_write_failure_is_counted_not_raised_and_logs_no_plate(setup, cap
     outbox._db.execute("PRAGMA max_page_count=1073741823")
     assert disp.handle(passage("XSNB23"), FRIDAY_NOON + timedelta(seconds=5))
     assert outbox.depth() == 2 and disp.stats.hits == 2 and disp.stats.suppressed == 0
+
+
+def test_hits_are_stored_with_their_lists_priority(setup):
+    """The outbox sends urgent hits first; the dispatcher must hand it each message's priority."""
+    disp, outbox = setup
+    assert disp.handle(passage("XSNB23", formatted="XS-NB-23"), FRIDAY_NOON)
+    items = outbox.pending(100, now=FRIDAY_NOON.timestamp() + 10)
+    prios = {json.loads(i.payload)["matches"][0]["list_id"]: i.priority for i in items}
+    assert prios["stolen"] == 90 and prios["tax"] < 90
+    assert items[0].priority == max(prios.values())  # the most urgent leaves first

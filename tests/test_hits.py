@@ -201,3 +201,18 @@ def test_evidence_that_cannot_be_encoded_is_left_out_not_the_hit(tmp_path, caplo
     ob = Outbox(tmp_path / "o.sqlite")
     r = enqueue_hit(ob, hit, IDENT, VERSIONS, EvidenceConfig(mode="crop"), "a/{device}", now=1.0)
     assert len(r.queued) == 1 and ob.depth() == 1  # the hit is stored, just without the image
+
+
+def test_enqueue_hit_stores_each_message_with_its_highest_priority(tmp_path):
+    ob = Outbox(tmp_path / "o.sqlite", cooldown_s=0)
+    fine = enqueue_hit(ob, Hit(make_passage(), (make_match("L-fine", priority=100),)), IDENT, VERSIONS,
+                       EvidenceConfig(), "anpr/{agency}/{device}/hits", now=1000.0)
+    hit = Hit(make_passage(), (make_match("L-a", "politie", priority=900), make_match("L-b", "politie", priority=100),
+                               make_match("L-c", "douane", priority=300)))
+    r = enqueue_hit(ob, hit, IDENT, VERSIONS, EvidenceConfig(), "anpr/{agency}/{device}/hits", now=1001.0)
+    assert len(r.queued) == 2
+    got = [(i.topic, i.priority, i.hit_id) for i in ob.pending(10, now=1002.0)]
+    assert [(t, p) for t, p, _ in got] == [("anpr/politie/unit-7/hits", 900), ("anpr/douane/unit-7/hits", 300),
+                                          ("anpr/politie/unit-7/hits", 100)]
+    assert got[-1][2] == fine.queued[0].hit_id
+

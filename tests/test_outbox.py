@@ -216,7 +216,8 @@ def test_ack_on_a_real_full_file_system(tmp_path):
         pytest.skip("mounting a tmpfs needs root on Linux; covered without privileges by the RLIMIT_FSIZE test")
     mnt = tmp_path / "small"
     mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    # 4 MB: the 150 puts below leave ~3.1 MB of WAL (each commit also writes a page of the priority index)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
     try:
@@ -353,3 +354,64 @@ def test_put_prunes_expired_cooldowns_now_and_then(tmp_path, monkeypatch):
     assert rows() == 2  # AA11BB's expired at 1060; CC22DD's (until 1160) and EE33FF's stay
     assert ob.suppressed("CC22DD", "L1", now=1131.0) and ob.suppressed("EE33FF", "L1", now=1131.0)
     ob.close()
+
+
+# -- priority --------------------------------------------------------------------------------------
+
+def test_higher_priority_first_then_oldest_first_also_with_held_and_undeleted_hits(tmp_path):
+    ob = Outbox(tmp_path / "o.sqlite", cooldown_s=0)
+    order = [("fine-1", 100), ("fine-2", 100), ("stolen-1", 900), ("audit", 0), ("fine-3", 100), ("stolen-2", 900)]
+    for h, prio in order:
+        assert ob.put("t", b"{}", h, now=100.0, priority=prio)
+    assert ob.put("t", b"{}", "fine-1", now=100.0, priority=999)  # already stored: keeps its own priority
+    want = ["stolen-1", "stolen-2", "fine-1", "fine-2", "fine-3", "audit"]
+    items = ob.pending(10, now=200.0)
+    assert [i.hit_id for i in items] == want
+    assert [i.priority for i in items] == [900, 900, 100, 100, 100, 0]
+    assert [i.hit_id for i in ob.pending(3, now=200.0)] == want[:3]
+    # the in-memory path (a hold-back and an acknowledged-but-undeleted hit) keeps the same order
+    ob._db = conn = _FullDisk(ob._db)
+    assert ob.ack("stolen-1") == 1
+    ob.defer("fine-2", 30.0, now=200.0)
+    assert [i.hit_id for i in ob.pending(10, now=210.0)] == ["stolen-2", "fine-1", "fine-3", "audit"]
+    assert [i.hit_id for i in ob.pending(2, now=210.0)] == ["stolen-2", "fine-1"]
+    assert [i.hit_id for i in ob.pending(10, now=231.0)] == ["stolen-2", "fine-1", "fine-2", "fine-3", "audit"]
+    assert ob.depth() == 5
+    conn.full = False
+    assert ob.ack("stolen-2") == 1
+    assert [i.hit_id for i in ob.pending(10, now=231.0)] == ["fine-1", "fine-2", "fine-3", "audit"]
+    ob.close()
+
+
+def test_outbox_file_of_the_old_schema_is_migrated_in_place(tmp_path, caplog):
+    path = tmp_path / "o.sqlite"
+    old = sqlite3.connect(path)  # the schema before hits had a priority
+    old.executescript("""
+        PRAGMA journal_mode=WAL;
+        CREATE TABLE outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, hit_id TEXT NOT NULL UNIQUE,
+            topic TEXT NOT NULL, payload BLOB NOT NULL, created REAL NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0, not_before REAL NOT NULL DEFAULT 0);
+        CREATE TABLE cooldown(key BLOB PRIMARY KEY, until REAL NOT NULL);
+    """)
+    old.executemany("INSERT INTO outbox(hit_id, topic, payload, created, attempts) VALUES (?,?,?,?,?)",
+                    [("old-1", "t", b'{"n":1}', 100.0, 2), ("old-2", "t", b'{"n":2}', 101.0, 0)])
+    old.commit()
+    old.close()
+    caplog.set_level(logging.INFO, logger="edge.outbox")
+    with Outbox(path, cooldown_s=0) as ob:
+        assert "added the priority column" in caplog.text
+        items = ob.pending(10, now=200.0)
+        assert [(i.hit_id, i.priority, i.attempts, i.payload) for i in items] == \
+            [("old-1", 0, 2, b'{"n":1}'), ("old-2", 0, 0, b'{"n":2}')]
+        assert ob.put("t", b"{}", "urgent", now=150.0, priority=900)
+        assert ob.put("t", b"{}", "new-0", now=150.0)
+        assert [i.hit_id for i in ob.pending(10, now=200.0)] == ["urgent", "old-1", "old-2", "new-0"]
+        plan = ob._db.execute("EXPLAIN QUERY PLAN SELECT seq FROM outbox WHERE not_before <= 0 "
+                              "ORDER BY priority DESC, seq LIMIT 5").fetchall()
+        assert "outbox_order" in str(plan)
+    caplog.clear()
+    with Outbox(path, cooldown_s=0) as ob:  # opening it again changes nothing
+        assert "added the priority column" not in caplog.text
+        assert [i.hit_id for i in ob.pending(10, now=200.0)] == ["urgent", "old-1", "old-2", "new-0"]
+    cols = {r[1]: (r[2], r[3], r[4]) for r in sqlite3.connect(path).execute("PRAGMA table_info(outbox)")}
+    assert cols["priority"] == ("INTEGER", 1, "0")

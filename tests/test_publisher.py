@@ -643,3 +643,57 @@ def test_hits_in_flight_at_a_reconnect_are_not_overtaken_by_new_ones(pbroker, tm
         pub.stop()
         proxy.close()
         col.close()
+
+
+# -- priority ---------------------------------------------------------------------------------------
+
+def test_urgent_hit_queued_during_an_outage_is_delivered_before_older_low_priority_ones(pbroker, tmp_path):
+    """30 unpaid-fine hits (priority 100) wait while the broker is unreachable; then a stolen car
+    (priority 900). When the broker is back, the stolen car arrives first, then the fines in age order."""
+    col = Collector(pbroker.port)
+    proxy = Proxy(pbroker.port, listening=False)
+    ob = Outbox(tmp_path / "o.sqlite", cooldown_s=0)
+    pub = Publisher(cfg_for(proxy.port), ob, "unit-1")
+    pub.start()
+    try:
+        fines = []
+        for _ in range(30):
+            h = new_hit_id()
+            assert ob.put(TOPIC, json.dumps({"hit_id": h, "plate": "XSNB23"}).encode(), h, priority=100)
+            fines.append(h)
+        assert wait_for(lambda: "connection refused" in pub.last_error, timeout=5), pub.last_error
+        stolen = new_hit_id()
+        assert ob.put(TOPIC, json.dumps({"hit_id": stolen, "plate": "GZ123K"}).encode(), stolen, priority=900)
+        assert not pub.connected and pub.stats.published == 0 and ob.depth() == 31
+        proxy.listen()  # the broker is reachable again
+        assert wait_for(lambda: ob.depth() == 0 and col.unique() >= set(fines) | {stolen}, timeout=20), ob.depth()
+        first = list(dict.fromkeys(col.ids))
+        assert first[0] == stolen and first[1:] == fines
+    finally:
+        pub.stop()
+        proxy.close()
+        col.close()
+
+
+def test_the_suspect_of_a_drop_is_the_first_hit_sent_not_the_lowest_seq(tmp_path):
+    """With priorities the send order is no longer the outbox seq order: an urgent hit put later is sent
+    before older ones. The hit the broker likely dropped us for is the first one sent of those in flight."""
+    from edge.publisher import _Inflight
+
+    ob = Outbox(tmp_path / "o.sqlite", cooldown_s=0)
+    pub = Publisher(cfg_for(1883), ob, "unit-1")
+    # sent in this order: the urgent hit (outbox seq 31) first, then an old fine (seq 1), then another
+    pub._state.inflight = {1: _Inflight("urgent", 0.0, 0, 1), 2: _Inflight("fine-1", 0.0, 0, 2),
+                           3: _Inflight("fine-2", 0.0, 0, 3)}
+    pub._link_dropped(pub._inflight_gen)
+    assert pub._suspect == ("urgent", 1) and pub._probe
+    # The broker acknowledged the urgent hit, then dropped us: a later hit is to blame, not the first one left.
+    pub._suspect, pub._probe = ("", 0), False
+    pub._state.inflight = {2: _Inflight("fine-1", 0.0, 0, 2), 3: _Inflight("fine-2", 0.0, 0, 3)}
+    pub._acked_order = 1
+    pub._link_dropped(pub._inflight_gen)
+    assert pub._suspect == ("fine-1", 1) and pub._probe
+    pub._acked_order = 3  # a hit sent after fine-1 was acknowledged: fine-1 is not to blame
+    pub._link_dropped(pub._inflight_gen)
+    assert pub._suspect == ("", 0)
+    ob.close()
