@@ -53,7 +53,9 @@ class MotionGate:
         if not self.cfg.enabled:
             return True
         thumb = self._thumb(frame.image)
-        if self._ref is None or self._ref.shape != thumb.shape:
+        if self._ref is None or self._ref.shape != thumb.shape or frame.mono_ms < self._ref_ms:
+            # first frame, another frame size (camera reconnect) or the clock went back (restarted source):
+            # start over, else the idle frame would not come again until the clock caught up
             return self._accept(thumb, frame)
         if self.cfg.max_idle_s > 0 and frame.mono_ms - self._ref_ms >= self.cfg.max_idle_s * 1000:
             return self._accept(thumb, frame)

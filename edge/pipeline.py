@@ -6,6 +6,7 @@ It keeps counters (never texts) for status and benchmarks.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Protocol, Sequence
@@ -14,6 +15,9 @@ import numpy as np
 
 from edge.redact import evidence_frame
 from edge.types import Detection, Frame, Observation, Passage, PlateRead, Point
+
+log = logging.getLogger(__name__)
+_LOG_ERRORS_EVERY_S = 60.0  # a stage failing on every frame must not flood the log of a unit running for months
 
 
 class Detector(Protocol):
@@ -48,6 +52,7 @@ class PipelineStats:
     reads: int = 0
     skipped_reads: int = 0  # detections of confidently read tracks that were not read again
     passages: int = 0
+    errors: int = 0  # frames (or plate reads) lost to an exception in a stage
     detect_ms: float = 0.0  # totals, for averages
     read_ms: float = 0.0
     track_ms: float = 0.0
@@ -62,6 +67,7 @@ class PipelineStats:
             "reads": self.reads,
             "skipped_reads": self.skipped_reads,
             "passages": self.passages,
+            "errors": self.errors,
             "detect_ms_avg": round(self.detect_ms / n, 2),
             "read_ms_avg": round(self.read_ms / max(self.reads, 1), 2),
             "track_ms_avg": round(self.track_ms / n, 2),
@@ -84,9 +90,27 @@ class Pipeline:
         self.min_plate_width = min_plate_width
         self.keep_frames = keep_frames  # keep the full frame with an observation (evidence mode 'frame')
         self.stats = PipelineStats()
+        self._last_error_log = -_LOG_ERRORS_EVERY_S
 
     def process(self, frame: Frame) -> list[Passage]:
-        """One frame in; the passages this frame closed out."""
+        """One frame in; the passages this frame closed out. An exception in a stage (a corrupt frame
+        after a reconnect, a degenerate plate quad) costs that frame only: it is counted and logged
+        (type and stage, never plate content), and the daemon's loop goes on with the next frame."""
+        try:
+            return self._process(frame)
+        except Exception as e:  # noqa: BLE001 - the unit runs unattended: one bad frame must not stop it
+            self._error("frame", e)
+            return []
+
+    def _error(self, stage: str, e: Exception) -> None:
+        self.stats.errors += 1
+        now = time.monotonic()
+        if now - self._last_error_log >= _LOG_ERRORS_EVERY_S:
+            self._last_error_log = now
+            log.error("pipeline: %s failed (%s), skipped; %d error(s) so far", stage, type(e).__name__,
+                      self.stats.errors)
+
+    def _process(self, frame: Frame) -> list[Passage]:
         t0 = time.perf_counter()
         self.stats.frames += 1
         moved = self.motion.changed(frame) if self.motion is not None else True
@@ -122,8 +146,12 @@ class Pipeline:
             read = crop = None
             if self.tracker.wants_read(det, frame):
                 t2 = time.perf_counter()
-                crop = self.recognizer.rectify(frame.image, det.corners)
-                read = self.recognizer.read_crop(crop)
+                try:
+                    crop = self.recognizer.rectify(frame.image, det.corners)
+                    read = self.recognizer.read_crop(crop)
+                except Exception as e:  # noqa: BLE001 - one unreadable plate must not cost the frame's others
+                    self._error("plate read", e)
+                    read = crop = None
                 self.stats.read_ms += (time.perf_counter() - t2) * 1000
                 self.stats.reads += 1
             else:

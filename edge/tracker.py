@@ -99,6 +99,9 @@ class TrackerConfig(Section):
         "Plate width growth (or shrink) over the observed frames, from a least-squares fit, that marks a "
         "vehicle as approaching (or receding); below it the vertical motion decides (cameras hang above plate "
         "height, approaching plates move down), and a plate that neither grows nor moves is 'unknown' (parked)."))
+    max_tracks: int = Field(64, ge=1, description=(
+        "Most tracks open at once (a traffic jam or a car park stays well below it); beyond it the track "
+        "longest unseen is closed early. Bounds memory: a track may hold a few evidence frames."))
 
 
 _VETO_CHAR_CONFIDENCE = 0.6  # a garbage read of a small or blurred plate must not end a track
@@ -291,6 +294,8 @@ class PassageTracker:
 
     def update(self, frame: Frame, observations: list[Observation]) -> list[Passage]:
         """Add one processed frame's observations; returns the passages that this frame closed or made confident."""
+        if frame.mono_ms < self._now_ms:
+            self._shift_clock(frame.mono_ms - self._now_ms)
         self._now_ms = frame.mono_ms
         out: list[Passage] = []
         observations = _one_per_plate(observations)
@@ -342,6 +347,10 @@ class PassageTracker:
                 p = self._emit(t)
                 if p is not None:
                     out.append(p)
+        # too many open tracks (detector clutter, a crowded car park): close the longest unseen first
+        if len(self._tracks) > self.cfg.max_tracks:
+            ranked = sorted(self._tracks, key=lambda t: (t.misses == 0, t.last_ms, t.frames))
+            replaced |= {t.id for t in ranked[:len(self._tracks) - self.cfg.max_tracks]}
         # close tracks gone for close_after_s
         keep = []
         for t in self._tracks:
@@ -362,6 +371,17 @@ class PassageTracker:
         return out
 
     # --- internals ---------------------------------------------------------------------------------
+
+    def _shift_clock(self, delta_ms: float) -> None:
+        """The monotonic clock went back (a restarted source or replay): move every stored time by
+        delta_ms, so the last frame seen counts as now. Tracks then close close_after_s later as usual
+        instead of staying open until the clock catches up again, and rejoin_s keeps its meaning."""
+        for t in self._tracks:
+            t.first_ms += delta_ms
+            t.last_ms += delta_ms
+            t.sizes_first = [(ms + delta_ms, w, y) for ms, w, y in t.sizes_first]
+            t.sizes_last = deque(((ms + delta_ms, w, y) for ms, w, y in t.sizes_last), maxlen=t.sizes_last.maxlen)
+        self._recent = deque(((text, ms + delta_ms) for text, ms in self._recent), maxlen=self._recent.maxlen)
 
     def _new_track(self, obs: Observation) -> _Track:
         t = _Track(id=self._next_id, first_ms=obs.mono_ms, first_utc=obs.utc, last_ms=obs.mono_ms,
@@ -426,7 +446,9 @@ class PassageTracker:
             t.reads.remove(min(t.reads, key=lambda rw: rw[0].confidence))
         score = obs.read.confidence * min(1.0, w / 200.0) ** 0.25
         text = obs.read.text
-        if text not in t.best or score > t.best[text][0]:
+        if t.emitted:
+            pass  # the passage is out: its evidence is no longer needed (a parked car must not hold frames)
+        elif text not in t.best or score > t.best[text][0]:
             t.best[text] = (score, obs)
             if len(t.best) > _BEST_TEXTS:
                 del t.best[min(t.best, key=lambda k: t.best[k][0])]
@@ -468,7 +490,7 @@ class PassageTracker:
             return "approaching" if dy > 0 else "receding"
         return "unknown"
 
-    def _emit(self, t: _Track) -> Passage | None:
+    def _emit_passage(self, t: _Track) -> Passage | None:
         """Mark the track's passage as out; None when the same plate was just reported (rejoin)."""
         t.emitted = True
         c = t.consensus
@@ -487,6 +509,12 @@ class PassageTracker:
         if t.replaces and edit_distance(t.replaces, c.text) <= 1:
             return None  # the contradicting read was a misread: still the vehicle already reported
         return self._passage(t, c)
+
+    def _emit(self, t: _Track) -> Passage | None:
+        try:
+            return self._emit_passage(t)
+        finally:
+            t.best.clear()  # the evidence (crops, maybe full frames) is not needed once the passage is out
 
     def _close(self, t: _Track) -> Passage | None:
         p = None

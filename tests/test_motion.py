@@ -88,3 +88,13 @@ def test_bad_frame_is_a_clear_error():
     gate = MotionGate(MotionConfig())
     with pytest.raises(ValueError, match="motion gate"):
         gate.changed(_frame(np.zeros((0, 0, 3), np.uint8), 0))
+
+
+def test_clock_going_back_does_not_stop_the_idle_frames(background):
+    # a day of uptime, then the source restarts its clock (a replayed file, a new capture): a still scene
+    # must still get its idle frame every max_idle_s, not only once the clock has caught up a day later
+    gate = MotionGate(MotionConfig(max_idle_s=1.0))
+    day = 86_400_000.0
+    assert gate.changed(Frame(image=background, index=0, mono_ms=day, utc=T0))
+    results = [gate.changed(_frame(background, i, fps=10)) for i in range(31)]
+    assert sum(results) >= 3

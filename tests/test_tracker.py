@@ -394,3 +394,120 @@ def test_evidence_crop_is_from_a_read_of_the_passages_own_text():
     passages += tr.flush()
     assert [p.text for p in passages] == ["XSNB23"]
     assert passages[0].best_crop is not None and int(passages[0].best_crop[0, 0, 0]) != 255
+
+
+# --- long unattended runs --------------------------------------------------------------------------
+
+def _parked_obs(rng, text, fr, tracker, x=320.0, y=300.0, evidence=False):
+    det = detection(x, y, 120)
+    read = noisy_read(rng, text, Noise(char_error=0.02)) if tracker.wants_read(det, fr) else None
+    return Observation(detection=det, read=read, frame_index=fr.index, mono_ms=fr.mono_ms, utc=fr.utc,
+                       crop=np.zeros((20, 90, 3), np.uint8) if read is not None else None,
+                       frame=np.zeros((480, 640, 3), np.uint8) if evidence and read is not None else None)
+
+
+def test_clock_going_back_still_closes_tracks():
+    # a day of uptime, then the clock restarts (a replayed file, a restarted source): the track of the
+    # car seen before must close close_after_s later, not stay open (and unsettled) for a day
+    from dataclasses import replace
+    rng = np.random.default_rng(21)
+    car = SimCar(random_nl_plate(rng), 0, 7, (100, 300), (300, 300), 120, 125)
+    tracker = PassageTracker(TrackerConfig(emit_early=False))
+    day = 86_400_000.0
+    passages = []
+    for i in range(8):
+        fr = frame_at(i, 10)
+        fr = replace(fr, mono_ms=fr.mono_ms + day)
+        det = car.at(i)
+        read = noisy_read(rng, car.text, Noise(char_error=0.02))
+        passages += tracker.update(fr, [Observation(detection=det, read=read, frame_index=i, mono_ms=fr.mono_ms,
+                                                    utc=fr.utc)])
+    assert tracker.active == 1
+    for i in range(30):  # three seconds on the restarted clock, nothing in view
+        passages += tracker.update(frame_at(i, 10), [])
+    assert tracker.active == 0
+    assert [p.text for p in passages] == [car.text]
+    assert tracker.flush() == []
+
+
+def test_open_tracks_are_capped():
+    # detector clutter (or a crowded car park): the number of open tracks, each of which may hold
+    # evidence frames, must stay bounded
+    rng = np.random.default_rng(22)
+    tracker = PassageTracker(TrackerConfig())
+    for i in range(5):
+        fr = frame_at(i, 10)
+        obs = []
+        for k in range(150):  # new clutter at new places in every frame
+            det = detection(20 + (k % 15) * 40 + i * 3, 20 + (k // 15) * 45 + i * 7, 30)
+            obs.append(Observation(detection=det, read=noisy_read(rng, random_nl_plate(rng), Noise()),
+                                   frame_index=i, mono_ms=fr.mono_ms, utc=fr.utc))
+        tracker.update(fr, obs)
+        assert tracker.active <= 64  # max_tracks
+    tracker.flush()
+
+
+def test_traffic_jam_of_thirty_cars_gives_thirty_passages():
+    rng = np.random.default_rng(23)
+    cars = [SimCar(random_nl_plate(rng), 0, 59, (40 + (k % 6) * 110, 40 + (k // 6) * 90),
+                   (42 + (k % 6) * 110, 40 + (k // 6) * 90), 80, 82) for k in range(30)]
+    passages, _, _ = run(PassageTracker(TrackerConfig()), cars, 80, 10, rng, Noise(char_error=0.02))
+    assert sorted(p.text for p in passages) == sorted(c.text for c in cars)
+
+
+def test_silent_track_holds_no_evidence_frames():
+    # a parked car, read confidently: once its passage is out, its track must not keep observations
+    # (with evidence of whole frames, up to four full frames per track for as long as the car stays)
+    rng = np.random.default_rng(24)
+    text = random_nl_plate(rng)
+    tracker = PassageTracker(TrackerConfig())
+    passages = []
+    for i in range(300):
+        fr = frame_at(i, 2)
+        passages += tracker.update(fr, [_parked_obs(rng, text, fr, tracker, evidence=True)])
+    assert [p.text for p in passages] == [text]
+    assert passages[0].best_frame is not None and passages[0].best_crop is not None
+    assert tracker.active == 1 and tracker.settled
+    assert all(not t.best for t in tracker._tracks)
+
+
+class _Detector:
+    def __init__(self, boxes):
+        self.boxes = boxes
+
+    def detect(self, image, roi=None):
+        if image.shape[0] < 10:
+            raise RuntimeError("corrupt frame")
+        return [detection(*b) for b in self.boxes]
+
+
+class _Recognizer:
+    def __init__(self, text):
+        self.text = text
+
+    def rectify(self, image, corners):
+        if corners[0][0] < 0:
+            raise RuntimeError("degenerate quad")
+        return np.zeros((20, 90, 3), np.uint8)
+
+    def read_crop(self, crop):
+        return PlateRead(text=self.text, formatted=self.text, country="NL", confidence=0.99,
+                         char_confidences=(0.999,) * len(self.text))
+
+
+def test_pipeline_survives_a_failing_stage():
+    # the daemon calls Pipeline.process with no guard: an exception in a stage must cost one frame
+    # (or one plate read), not end the unit's loop
+    from dataclasses import replace
+    from edge.pipeline import Pipeline
+    det = _Detector([(320, 300, 120), (-200, 300, 120)])  # the second plate's quad breaks rectify
+    pipe = Pipeline(det, _Recognizer("XS123B"), PassageTracker(TrackerConfig()))
+    passages = []
+    for i in range(40):
+        fr = frame_at(i, 10)
+        if i == 3:
+            fr = replace(fr, image=np.zeros((1, 1, 3), np.uint8))  # a corrupt frame after a reconnect
+        passages += pipe.process(fr)
+    passages += pipe.finish()
+    assert [p.text for p in passages] == ["XS123B"]
+    assert pipe.stats.errors >= 2
