@@ -361,7 +361,8 @@ def setup_from_args(args) -> Setup:
                      roi=[tuple(p) for p in cfg.camera.roi] if cfg.camera.roi else None,
                      targets=targets, tracking=cfg.tracking)
     if not args.source:
-        raise SystemExit("anpr-edge camera: give --config FILE or --source URL")
+        print("anpr-edge camera: give --config FILE or --source URL", file=sys.stderr)
+        raise SystemExit(2)  # a usage error, like argparse's own
     return Setup(source=_source_string(args.source), width=None, height=None,
                  models=Path(args.models) if args.models else default_models_dir(),
                  threads=args.threads if args.threads is not None else 1,
@@ -524,7 +525,11 @@ def _snapshot(args, to_stdout: bool) -> tuple[int, bytes | None]:
             return 1, None
         jpeg = buf.tobytes()
     else:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # a file where a folder should be, no permission, read-only file system
+            print(f"anpr-edge camera snapshot: cannot write {out}: folder {out.parent}: {e.strerror}", file=sys.stderr)
+            return 1, None
         warning = storage_warning(out)
         if warning:
             print(warning, file=sys.stderr, flush=True)
@@ -581,6 +586,29 @@ def cmd_aim(args) -> int:
     return 0 if aimer.frames else 1
 
 
+def _count(minimum: int):
+    """argparse type: an integer of at least `minimum`, so a wrong value is a usage error naming the option."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not value >= 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where frames and models come from (a config file, or flags)")
     g.add_argument("--config", help="unit config (camera source, ROI, models, thresholds)")
@@ -607,17 +635,17 @@ def add_subparsers(subparsers) -> None:
                    help="image file to write (.jpg or .png), or - for a JPEG on stdout and nothing else there "
                         "(messages go to stderr): ssh unit 'anpr-edge camera snapshot ... -o -' > aim.jpg keeps "
                         "the frame off the unit's storage. A file not in RAM (tmpfs) gets a warning")
-    p.add_argument("--skip", type=int, help="frames to let pass first (default 10 for cameras: exposure settles)")
+    p.add_argument("--skip", type=_count(0), help="frames to let pass first (default 10 for cameras: exposure settles)")
     p.set_defaults(func=cmd_snapshot)
 
     p = sub.add_parser("aim", help="live plate width, sharpness, exposure and read rate, with advice")
     _common(p)
-    p.add_argument("--frames", type=int, help="stop after this many frames (0 = until Ctrl-C or the end of a file; "
+    p.add_argument("--frames", type=_count(0), help="stop after this many frames (0 = until Ctrl-C or the end of a file; "
                                               "default 0, or 1 with --once)")
     p.add_argument("--once", action="store_true", help="print one report at the end only")
-    p.add_argument("--every", type=float, default=1.0, help="seconds between live reports")
-    p.add_argument("--window", type=int, default=25, help="frames the plate figures are taken over")
-    p.add_argument("--vehicles", type=int, default=20, help="vehicles the read rate is taken over")
+    p.add_argument("--every", type=_seconds, default=1.0, help="seconds between live reports")
+    p.add_argument("--window", type=_count(1), default=25, help="frames the plate figures are taken over")
+    p.add_argument("--vehicles", type=_count(1), default=20, help="vehicles the read rate is taken over")
     p.set_defaults(func=cmd_aim)
 
 

@@ -13,23 +13,30 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
-
 from edge import __version__
 from edge.paths import default_models_dir
-from edge.sources import IMAGE_SUFFIXES, SourceError
+
+# cv2 and edge.sources are imported where needed: importing them takes a noticeable moment, and a
+# Ctrl-C in that moment must end the command quietly (exit 130), not with a traceback.
 
 log = logging.getLogger("anpr-edge")
 
 
-def _images(paths: list[str]) -> list[Path]:
+def _images(paths: list[str]) -> tuple[list[Path], list[str]]:
+    """The image files named or in the folders named, and a message for each folder without images."""
+    from edge.sources import IMAGE_SUFFIXES
+
     out: list[Path] = []
+    problems: list[str] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES))
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+            if not found:
+                problems.append(f"{p}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder")
+            out.extend(found)
         else:
             out.append(p)
-    return out
+    return out, problems
 
 
 def _plate_json(det, read) -> dict:
@@ -44,11 +51,20 @@ def _plate_json(det, read) -> dict:
 
 
 def cmd_read(args) -> int:
+    import cv2
+
     from edge.factory import load_models
 
     detector, recognizer = load_models(Path(args.models), threads=args.threads)
-    status = 0
-    for path in _images(args.inputs):
+    paths, problems = _images(args.inputs)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    status = 1 if problems else 0
+    for path in paths:
+        if not path.exists():
+            print(f"{path}: file not found", file=sys.stderr)
+            status = 1
+            continue
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             print(f"{path}: cannot read image (missing, unsupported or corrupt)", file=sys.stderr)
@@ -110,10 +126,19 @@ def cmd_replay(args) -> int:
                       f"{p.first_seen_ms / 1000:7.2f}-{p.last_seen_ms / 1000:7.2f} s  {p.frames} frames  {p.direction}",
                       flush=True)
 
-    for frame in iterate(source_for_path(args.video)):
-        emit(pipeline.process(frame))
+    source = source_for_path(args.video)
+    try:
+        for frame in iterate(source):
+            emit(pipeline.process(frame))
+    except KeyboardInterrupt:  # Ctrl-C: say how far it got; the passages still open are not printed
+        s = pipeline.stats
+        print(f"replay: interrupted after {s.frames} frames, {s.passages} passages", file=sys.stderr)
+        return 130
     emit(pipeline.finish())
     s = pipeline.stats
+    if s.frames == 0:
+        print(f"anpr-edge replay: {args.video}: no frame could be decoded (not a video, or corrupt)", file=sys.stderr)
+        return 2
     print(f"replay: {s.frames} frames, {s.passages} passages in {time.perf_counter() - t0:.1f} s "
           f"({s.frames / max(time.perf_counter() - t0, 1e-9):.1f} frames/s)", file=sys.stderr)
     return 0
@@ -188,6 +213,14 @@ def _add_module_commands(sub) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while starting up (imports, parser) or outside a command's own handling
+        print("anpr-edge: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
@@ -196,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     from edge.lists.keys import KeyFileError
     from edge.modelcontract import ModelContractError
     from edge.outbox import OutboxError
+    from edge.sources import SourceError
 
     try:
         return int(args.func(args) or 0)
@@ -203,9 +237,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"anpr-edge {args.command}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        print(f"anpr-edge {args.command}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # a file or folder that cannot be read or written: name it, no traceback
+        print(f"anpr-edge {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
