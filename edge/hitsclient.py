@@ -27,7 +27,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from edge.publisher import MqttConfig, MqttSetupError, TlsConfig, describe_connack, describe_connect_error, \
-    make_ssl_context, read_password
+    make_ssl_context, port_number, read_password
 from edge.status import STATUS_FILE, format_status, read_status
 
 log = logging.getLogger(__name__)
@@ -377,7 +377,7 @@ def add_subparsers(subparsers) -> None:
                               description="Subscribe to hit topics and print one JSON hit per line, without duplicates.")
     h.add_argument("--config", help="YAML file with an 'mqtt' section (flags below override it)")
     h.add_argument("--host")
-    h.add_argument("--port", type=int)
+    h.add_argument("--port", type=port_number)
     h.add_argument("--protocol", choices=["5", "3.1.1", "auto"])
     h.add_argument("--username")
     h.add_argument("--password-file", dest="password_file")

@@ -19,6 +19,7 @@ delivered. Keep such limits well above the largest hit (frame evidence can be a 
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import queue
@@ -132,6 +133,14 @@ class MqttSetupError(ValueError):
 
 _AUTH_CODES_V3 = {1: "unsupported protocol version", 2: "client id rejected", 3: "server unavailable",
                   4: "bad user name or password", 5: "not authorised"}
+
+
+def port_number(text: str) -> int:
+    """A TCP port from the command line (argparse type): 1-65535, else argparse names the option."""
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} outside 1-65535")
+    return port
 
 
 def read_password(path: Path) -> str:

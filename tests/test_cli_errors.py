@@ -86,3 +86,26 @@ def test_camera_snapshot_rejects_a_negative_skip(tmp_path):
 def test_camera_without_a_source_is_a_usage_error():
     res = cli("camera", "aim", "--once")
     assert res.returncode == 2 and "give --config FILE or --source URL" in res.stderr
+
+
+def test_a_port_out_of_range_is_an_argument_error_not_a_validation_dump():
+    for args in (["hits", "--host", "127.0.0.1", "--port", "99999"],
+                 ["lists", "publish", "--host", "127.0.0.1", "--port", "0"]):
+        r = subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                           timeout=60)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "--port" in r.stderr and "outside 1-65535" in r.stderr and "Traceback" not in r.stderr
+        assert "validation error" not in r.stderr
+
+
+def test_publishing_lists_to_a_broker_that_is_down_names_the_broker():
+    import socket
+
+    from edge.lists.sync import publish_blobs
+    from edge.publisher import MqttConfig
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ConnectionError, match=f"127.0.0.1:{port}"):
+        publish_blobs([("anpr/lists/x/snapshot", b"x", True)], MqttConfig(host="127.0.0.1", port=port))

@@ -19,6 +19,7 @@ from edge.lists.codec import PayloadError, decode_delta, decode_snapshot
 from edge.lists.csvrows import CsvError, RowError
 from edge.lists.package import PackageError, open_package, read_header
 from edge.lists.sync import publish_blobs, sync_topics
+from edge.publisher import port_number
 
 DEFAULT_TOPIC = "anpr/lists/{device}"
 _ERRORS = (CentralError, CsvError, keys.KeyFileError, PackageError, PayloadError, OSError, TimeoutError, ValueError)
@@ -104,7 +105,7 @@ def _mqtt(p: argparse.ArgumentParser, always: bool = False) -> None:
     if not always:
         p.add_argument("--publish", action="store_true", help="publish through the MQTT broker at once")
     p.add_argument("--host", help="MQTT broker host")
-    p.add_argument("--port", type=int, help="MQTT broker port (1883, or 8883 with --tls-ca)")
+    p.add_argument("--port", type=port_number, help="MQTT broker port (1883, or 8883 with --tls-ca)")
     p.add_argument("--username", default="")
     p.add_argument("--password-file", type=Path)
     p.add_argument("--tls-ca", type=Path, help="CA file: use TLS")

@@ -28,7 +28,7 @@ from paho.mqtt.properties import Properties
 
 from edge.lists.config import ListsConfig
 from edge.lists.store import ApplyResult, ListStore
-from edge.publisher import MqttConfig, make_ssl_context, read_password
+from edge.publisher import MqttConfig, describe_connect_error, make_ssl_context, read_password
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,10 @@ def publish_blobs(items: list[tuple[str, bytes, bool]], mqtt_cfg: MqttConfig, cl
         c.username_pw_set(mqtt_cfg.username, read_password(mqtt_cfg.password_file) if mqtt_cfg.password_file else None)
     if mqtt_cfg.tls is not None:
         c.tls_set_context(make_ssl_context(mqtt_cfg.tls))
-    c.connect(mqtt_cfg.host, mqtt_cfg.effective_port, mqtt_cfg.keepalive_s)
+    try:
+        c.connect(mqtt_cfg.host, mqtt_cfg.effective_port, mqtt_cfg.keepalive_s)
+    except OSError as e:  # "[Errno 111] Connection refused" alone did not say which broker
+        raise ConnectionError(describe_connect_error(e, mqtt_cfg.host, mqtt_cfg.effective_port, mqtt_cfg.tls)) from e
     c.loop_start()
     try:
         infos = [c.publish(t, p, qos=1, retain=r) for t, p, r in items]
