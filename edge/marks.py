@@ -24,9 +24,10 @@ _MIN_MARK_AREA = 0.008  # share of the crop; smaller coloured specks are noise
 _MAX_MARKS = 4  # arms, a sticker or two, the EU strip; more coloured blobs are coloured characters
 
 
-def paint_out_marks(crop: np.ndarray) -> np.ndarray | None:
-    """The crop with its small coloured marks painted in the plate's background grey, or None when
-    there is nothing to paint (grey crops, plates without marks, plates coloured all over)."""
+def paint_out_marks(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The crop with its small coloured marks painted in the plate's background grey, and the mask
+    (bool, H x W) of what was painted; None when there is nothing to paint (grey crops, plates
+    without marks, plates coloured all over)."""
     if crop.ndim != 3 or crop.shape[2] != 3 or min(crop.shape[:2]) < 8:
         return None
     hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
@@ -48,4 +49,4 @@ def paint_out_marks(crop: np.ndarray) -> np.ndarray | None:
     mask = cv2.dilate(keep[labels].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     out = crop.copy()
     out[mask] = np.uint8(np.percentile(grey[~mask], 90))  # the light plate background
-    return out
+    return out, mask

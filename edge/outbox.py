@@ -388,13 +388,6 @@ class Outbox:
                 self._held[hit_id] = now + delay_s
                 log.warning("outbox: cannot record the hold-back of hit %s (%s); held in memory", hit_id, e)
 
-    def mark_attempt(self, hit_id: str) -> None:
-        with self._lock:
-            try:
-                self._db.execute("UPDATE outbox SET attempts = attempts + 1 WHERE hit_id = ?", (hit_id,))
-            except sqlite3.Error as e:
-                log.warning("outbox: cannot count an attempt of hit %s (%s)", hit_id, e)
-
     def depth(self) -> int:
         """Hits waiting for the broker's acknowledgement (acknowledged ones whose delete failed are not counted)."""
         with self._lock:

@@ -216,10 +216,11 @@ class PlateRecognizer:
             raise ValueError("read_crop: crop must be a non-empty H x W (x 3) uint8 array")
         read, two_row, decoded = self._read_layouts(crop, rectified)
         if self.ignore_marks and read.text and min(read.char_confidences, default=1.0) < _MARK_DOUBT:
-            painted = paint_out_marks(crop)
-            if painted is not None:
+            marks = paint_out_marks(crop)
+            if marks is not None:
+                painted, mask = marks
                 again = self._read_layouts(painted, rectified)[0]
-                on_marks = self._on_marks(crop, painted, two_row, decoded)
+                on_marks = self._on_marks(crop, mask, two_row, decoded)
                 if _only_marks_dropped(read, again, on_marks):
                     return again
         return read
@@ -236,10 +237,10 @@ class PlateRecognizer:
         assert best is not None
         return best
 
-    def _on_marks(self, crop: np.ndarray, painted: np.ndarray, two_row: bool, d: _Decoded) -> tuple[bool, ...]:
+    def _on_marks(self, crop: np.ndarray, painted_mask: np.ndarray, two_row: bool, d: _Decoded) -> tuple[bool, ...]:
         """For each character (its time steps): does it sit on a painted-out mark in the model's line?"""
         grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
-        mask = np.where((painted != crop).any(axis=2), 255, 0).astype(np.uint8)
+        mask = np.where(painted_mask, 255, 0).astype(np.uint8)
         h, w = self.contract.input_height, self.contract.input_width
         split = _row_split(grey) if two_row and grey.shape[0] >= 2 else None
         line = line_image(mask, h, w, two_row, split) > 127

@@ -444,16 +444,15 @@ class PassageTracker:
         t.n_reads += 1
         if len(t.reads) > self.cfg.max_reads:
             t.reads.remove(min(t.reads, key=lambda rw: rw[0].confidence))
+        if t.emitted:
+            return  # the passage is out: no new consensus, and no evidence kept (a parked car must not hold frames)
         score = obs.read.confidence * min(1.0, w / 200.0) ** 0.25
         text = obs.read.text
-        if t.emitted:
-            pass  # the passage is out: its evidence is no longer needed (a parked car must not hold frames)
-        elif text not in t.best or score > t.best[text][0]:
+        if text not in t.best or score > t.best[text][0]:
             t.best[text] = (score, obs)
             if len(t.best) > _BEST_TEXTS:
                 del t.best[min(t.best, key=lambda k: t.best[k][0])]
-        if not t.emitted:
-            t.consensus = vote([r for r, _ in t.reads], [w for _, w in t.reads])
+        t.consensus = vote([r for r, _ in t.reads], [w for _, w in t.reads])
 
     def _is_confident(self, t: _Track) -> bool:
         c = t.consensus

@@ -18,8 +18,11 @@ def test_a_red_shield_on_a_white_plate_is_painted_out_and_text_stays():
     img = _plate()
     cv2.rectangle(img, (120, 20), (160, 90), (40, 30, 210), -1)  # a red shield (BGR)
     cv2.rectangle(img, (120, 48), (160, 62), (255, 255, 255), -1)  # its white bar
-    out = paint_out_marks(img)
-    assert out is not None
+    marks = paint_out_marks(img)
+    assert marks is not None
+    out, painted = marks
+    assert painted[22:46, 122:158].all() and painted[64:88, 122:158].all()  # the red of the shield
+    assert not painted[:, 200:].any()  # and nothing of the characters
     grey = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
     assert grey[25:85, 122:158].min() > 200  # the shield is gone
     ink = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) < 100

@@ -495,6 +495,19 @@ def put_with_big(outbox: Outbox) -> tuple[list[str], str]:
     return ids, ids[2]
 
 
+def _small_hits_flow_around(big: str, ids: list[str], col: Collector, ob: Outbox, pub: Publisher) -> list[str]:
+    """Every hit but the big one arrives, and so do 3 put afterwards; the big one stays in the outbox.
+    Returns the later hits' ids."""
+    small = set(ids) - {big}
+    assert wait_for(lambda: col.unique() >= small, timeout=10), (len(small - col.unique()), pub.stats)
+    later = put_hits(ob, 3, pub)  # and delivery goes on
+    assert wait_for(lambda: col.unique() >= set(later), timeout=10)
+    assert big not in col.unique()
+    assert wait_for(lambda: ob.depth() == 1), ob.depth()  # acks may trail the subscriber's copy
+    assert [i.hit_id for i in ob.pending(now=time.time() + 1e6)] == [big]  # kept
+    return later
+
+
 def test_hit_over_the_brokers_maximum_packet_size_is_kept_and_later_hits_flow(small_broker, tmp_path, caplog):
     """paho 2.2 ignores the broker's Maximum Packet Size: the old code sent the big hit, the broker
     closed the connection, and after every reconnect the same hit went first again; nothing behind it
@@ -506,13 +519,7 @@ def test_hit_over_the_brokers_maximum_packet_size_is_kept_and_later_hits_flow(sm
     pub = Publisher(cfg_for(small_broker.port, protocol="5"), ob, "unit-1")
     pub.start()
     try:
-        small = set(ids) - {big}
-        assert wait_for(lambda: col.unique() >= small, timeout=10), (len(small - col.unique()), pub.stats)
-        later = put_hits(ob, 3, pub)  # and delivery goes on
-        assert wait_for(lambda: col.unique() >= set(later), timeout=10)
-        assert big not in col.unique()
-        assert wait_for(lambda: ob.depth() == 1), ob.depth()  # acks may trail the subscriber's copy
-        assert [i.hit_id for i in ob.pending(now=time.time() + 1e6)] == [big]  # kept
+        later = _small_hits_flow_around(big, ids, col, ob, pub)
         assert pub.stats.too_large == 1 and pub.stats.connects == 1  # never sent, so never cut off
         assert col.ids == [h for h in ids + later if h != big]  # the rest in order
     finally:
@@ -534,13 +541,7 @@ def test_hit_the_broker_keeps_dropping_the_connection_for_is_held_back(small_bro
     pub = Publisher(cfg_for(small_broker.port, protocol="3.1.1"), ob, "unit-1")
     pub.start()
     try:
-        small = set(ids) - {big}
-        assert wait_for(lambda: col.unique() >= small, timeout=10), (len(small - col.unique()), pub.stats)
-        later = put_hits(ob, 3, pub)
-        assert wait_for(lambda: col.unique() >= set(later), timeout=10)
-        assert big not in col.unique()
-        assert wait_for(lambda: ob.depth() == 1), ob.depth()
-        assert [i.hit_id for i in ob.pending(now=time.time() + 1e6)] == [big]
+        _small_hits_flow_around(big, ids, col, ob, pub)
         assert pub.stats.held_back == 1 and pub.connected
         connects = pub.stats.connects
         time.sleep(1.0)
