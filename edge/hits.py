@@ -36,6 +36,9 @@ TOPIC_FIELDS = ("device", "camera", "list", "agency", "priority")
 ClockSync = Literal["synced", "unsynced", "unknown"]
 _MATCH_RANK = {"exact": 0, "alternative": 1, "lookalike": 2}
 _TOPIC_VALUE_BAD = re.compile(r"[^A-Za-z0-9._-]")
+_MQTT_MAX_PAYLOAD = 268_435_455  # MQTT's largest remaining length: no message can be larger
+_LOWER_QUALITIES = (70, 50, 30)  # JPEG qualities tried, in order, below the configured one, for a hit too large
+_MIN_FRAME_WIDTH = 160  # a too-large hit's frame is halved down to this width (pixels) before it is left out
 
 
 class EvidenceConfig(Section):
@@ -43,6 +46,11 @@ class EvidenceConfig(Section):
         "none", description="Images attached to hit messages: none, the plate crop, the full frame, or both.")
     jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality (10-100) of evidence images.")
     max_frame_width: int = Field(1280, ge=64, description="Evidence frames wider than this are scaled down (pixels).")
+    max_message_bytes: int = Field(256 * 1024, ge=16 * 1024, le=_MQTT_MAX_PAYLOAD, description=(
+        "Largest hit message (UTF-8 JSON bytes). A larger one gets smaller evidence, step by step until it "
+        "fits: lower JPEG quality, then a narrower frame, then no frame, then no crop; the message's "
+        "evidence_reduced says what was done. Keep it below the broker's maximum packet size less the "
+        "topic length and ~10 bytes."))
 
 
 @dataclass(frozen=True)
@@ -178,23 +186,135 @@ def build_hit_message(hit: Hit, identity: HitIdentity, versions: dict, evidence:
                     "duration_ms": round(max(0.0, p.last_seen_ms - p.first_seen_ms), 1)},
         "versions": {str(k): v for k, v in versions.items()},
     }
-    ev: dict = {}
-    wanted = []
-    if evidence.mode in ("crop", "both") and p.best_crop is not None:
-        wanted.append(("crop_jpeg", p.best_crop, None))
-    if evidence.mode in ("frame", "both") and p.best_frame is not None:
-        wanted.append(("frame_jpeg", p.best_frame, evidence.max_frame_width))
-    for key, image, max_width in wanted:
-        # Evidence is optional, the hit is not: an image that cannot be encoded (odd shape or channels,
-        # an OpenCV error) is left out and logged, instead of the exception losing the whole hit.
-        try:
-            ev[key] = _jpeg_b64(image, evidence.jpeg_quality, max_width)
-        except Exception as e:  # noqa: BLE001 - cv2.error is not a ValueError
-            log.warning("hit %s: evidence %s left out, it could not be encoded: %s", msg["hit_id"], key,
-                        str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+    crop = p.best_crop if evidence.mode in ("crop", "both") else None
+    frame = p.best_frame if evidence.mode in ("frame", "both") else None
+    if crop is not None or frame is not None:
+        _attach_evidence(msg, crop, frame, evidence)
+    return msg
+
+
+@dataclass(frozen=True)
+class _EvidenceStep:
+    """One rung of the ladder a too-large hit's evidence goes down: quality, frame width (None: no frame), crop."""
+
+    quality: int
+    frame_width: int | None
+    crop: bool
+
+
+def _evidence_steps(cfg: EvidenceConfig, crop: bool, frame_width: int | None) -> list[_EvidenceStep]:
+    """The fixed order of reductions (the first step is the evidence as configured), so the result is deterministic.
+
+    Quality goes first (the picture keeps its size and content), then frame resolution, then the
+    frame (it shows the scene), and the plate crop, the most telling image, last.
+    """
+    qualities = [cfg.jpeg_quality] + [q for q in _LOWER_QUALITIES if q < cfg.jpeg_quality]
+    low = qualities[-1]
+    steps = [_EvidenceStep(q, frame_width, crop) for q in qualities]
+    if frame_width is not None:
+        width = frame_width // 2
+        while width >= _MIN_FRAME_WIDTH:
+            steps.append(_EvidenceStep(low, width, crop))
+            width //= 2
+        if crop:
+            steps.append(_EvidenceStep(low, None, True))
+    steps.append(_EvidenceStep(low, None, False))
+    return steps
+
+
+def _describe_reduction(cfg: EvidenceConfig, step: _EvidenceStep, crop: bool, frame_width: int | None) -> str:
+    """evidence_reduced: what the consumer gets less of than configured, e.g. 'jpeg quality 30, frame left out ...'."""
+    parts = []
+    if step.quality < cfg.jpeg_quality and (step.crop or step.frame_width is not None):
+        parts.append(f"jpeg quality {step.quality}")
+    if frame_width is not None and step.frame_width is not None and step.frame_width < frame_width:
+        parts.append(f"frame {step.frame_width} px wide")
+    if frame_width is not None and step.frame_width is None:
+        parts.append("frame left out")
+    if crop and not step.crop:
+        parts.append("crop left out")
+    return f"{', '.join(parts)} to fit evidence.max_message_bytes {cfg.max_message_bytes}"
+
+
+def _attach_evidence(msg: dict, crop: np.ndarray | None, frame: np.ndarray | None, cfg: EvidenceConfig) -> None:
+    """Add the evidence images to msg, reduced step by step until the message fits cfg.max_message_bytes.
+
+    A hit too large for the broker would never be delivered; a hit with smaller pictures (or none)
+    still tells the operator. What was reduced is written into the message (evidence_reduced).
+    """
+    encoded: dict[tuple[str, int, int | None], str] = {}  # each image, quality and width is encoded once
+    failed: set[str] = set()
+
+    def jpeg(key: str, image: np.ndarray, quality: int, width: int | None) -> str | None:
+        if key in failed:
+            return None
+        if (key, quality, width) not in encoded:
+            # Evidence is optional, the hit is not: an image that cannot be encoded (odd shape or channels,
+            # an OpenCV error) is left out and logged, instead of the exception losing the whole hit.
+            try:
+                encoded[(key, quality, width)] = _jpeg_b64(image, quality, width)
+            except Exception as e:  # noqa: BLE001 - cv2.error is not a ValueError
+                failed.add(key)
+                log.warning("hit %s: evidence %s left out, it could not be encoded: %s", msg["hit_id"], key,
+                            str(e).splitlines()[0][:200] if str(e) else type(e).__name__)
+                return None
+        return encoded[(key, quality, width)]
+
+    def images(step: _EvidenceStep) -> dict:
+        ev = {}
+        if step.crop and crop is not None and (b64 := jpeg("crop_jpeg", crop, step.quality, None)) is not None:
+            ev["crop_jpeg"] = b64
+        if step.frame_width is not None and frame is not None and (
+                b64 := jpeg("frame_jpeg", frame, step.quality, step.frame_width)) is not None:
+            ev["frame_jpeg"] = b64
+        return ev
+
+    first = _EvidenceStep(cfg.jpeg_quality, cfg.max_frame_width, True)
+    ev = images(first)  # as configured; also finds images that cannot be encoded at all
     if ev:
         msg["evidence"] = ev
-    return msg
+    full = len(encode_hit(msg))
+    if full <= cfg.max_message_bytes:
+        return
+    if not ev:
+        log.warning("hit %s: %d bytes without evidence, over evidence.max_message_bytes %d; stored as it is",
+                    msg["hit_id"], full, cfg.max_message_bytes)
+        return
+    has_crop = "crop_jpeg" in ev
+    frame_width = min(frame.shape[1], cfg.max_frame_width) if "frame_jpeg" in ev and frame is not None else None
+    size = full
+    for step in _evidence_steps(cfg, has_crop, frame_width)[1:]:
+        ev = images(step)
+        msg.pop("evidence", None)
+        if ev:
+            msg["evidence"] = ev
+        msg["evidence_reduced"] = _describe_reduction(cfg, step, has_crop, frame_width)
+        size = len(encode_hit(msg))
+        if size <= cfg.max_message_bytes:
+            break
+    # hit id and sizes only: the message carries plate text, the log must not
+    log.warning("hit %s: %d bytes with its evidence, over evidence.max_message_bytes %d; evidence reduced to "
+                "%d bytes: %s", msg["hit_id"], full, cfg.max_message_bytes, size, msg["evidence_reduced"])
+    if size > cfg.max_message_bytes:
+        log.warning("hit %s: still %d bytes without evidence, over evidence.max_message_bytes %d; "
+                    "stored as it is", msg["hit_id"], size, cfg.max_message_bytes)
+
+
+def without_evidence(payload: bytes, note: str) -> bytes | None:
+    """A stored hit payload with its evidence left out and evidence_omitted=note added (same hit_id).
+
+    For the publisher, when the broker cannot take the whole message: the hit itself matters more than
+    its pictures. None when the payload is not a JSON object with evidence (nothing to leave out).
+    """
+    try:
+        msg = json.loads(payload)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or absurdly nested: not a hit of ours
+        return None
+    if not isinstance(msg, dict) or "evidence" not in msg:
+        return None
+    del msg["evidence"]
+    msg["evidence_omitted"] = note
+    return encode_hit(msg)
 
 
 def encode_hit(message: dict) -> bytes:

@@ -8,10 +8,15 @@ never blocked: a hit is safe once `Outbox.put` returned, whatever the broker doe
 
 Every connection gets a fresh paho client, so paho never re-sends anything on its own: after a
 reconnect the worker re-sends from the outbox, in that order, and only once the network thread has
-finished handling the CONNACK. One hit the broker cannot take must not block the ones after it:
-a hit larger than the broker's MQTT 5 Maximum Packet Size is not sent (paho 2.2 ignores that
-limit, and the broker would drop the connection), and a hit that is the first sent of those in flight
-each time the connection drops, several times in a row, is held back for a while. Both stay in the outbox.
+finished handling the CONNACK. One hit the broker cannot take must not block the ones after it,
+and must still reach the operator:
+a hit larger than the broker's MQTT 5 Maximum Packet Size (paho 2.2 ignores that limit, and the
+broker would drop the connection) is sent without its evidence images (`evidence_omitted` says why);
+a hit that is the first sent of those in flight each time the connection drops, several times in a
+row, is sent once more without its evidence (a size limit the broker did not announce is the likely
+cause). Only a hit that does not fit or keeps dropping the connection even without evidence (or is
+not a JSON hit) is held back for a while; it stays in the outbox. In every case an outbox row is
+deleted only on the PUBACK of what was actually sent, under the same hit_id.
 An MQTT 3.1.1 broker with a size limit that acknowledges a too-large message and then silently
 discards it (Mosquitto's message_size_limit) cannot be detected from here: the hit counts as
 delivered. Keep such limits well above the largest hit (frame evidence can be a few hundred KB).
@@ -40,8 +45,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import Field, field_validator, model_validator
 
 from edge.configbase import Section
-from edge.hits import check_topic_template
-from edge.outbox import Outbox
+from edge.hits import check_topic_template, without_evidence
+from edge.outbox import Outbox, OutboxItem
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +245,7 @@ class PublisherStats:
     disconnects: int = 0
     heartbeats: int = 0
     too_large: int = 0  # hits not sent: larger than the broker's Maximum Packet Size (kept in the outbox)
+    evidence_omitted: int = 0  # hits sent without their evidence images because the broker would not take them whole
     held_back: int = 0  # times a hit was held back: the connection kept dropping while it was in flight
     protocol: str = ""
 
@@ -250,6 +256,7 @@ class _Inflight:
     sent: float  # monotonic
     attempts: int = 0  # refusals so far (from the outbox)
     order: int = 0  # send order (a counter of this publisher): the broker sees the hits in this order
+    evidence: bool = False  # what was sent carries evidence that could still be left out
 
 
 @dataclass
@@ -296,6 +303,9 @@ class Publisher:
         self._suspect: tuple[str, int] = ("", 0)  # (hit id, drops in a row while it was the first sent in flight)
         self._probe = False  # one hit in flight at a time, until one is acknowledged (after a suspicious drop)
         self._too_large_logged: set[str] = set()
+        self._omitted_logged: set[str] = set()  # hits whose evidence_omitted was logged (once per hit)
+        # hit id -> evidence_omitted note: hits that kept dropping the connection, sent without evidence from now on
+        self._slim: dict[str, str] = {}
         # Nothing is published after 'offline': stop() sets _closing under this lock, publishers check it.
         self._pub_lock = threading.Lock()
         self._closing = False
@@ -606,6 +616,8 @@ class Publisher:
                 self.outbox.defer(item.hit_id, delay)
             else:
                 done.append(item.hit_id)
+                self._slim.pop(item.hit_id, None)
+                self._omitted_logged.discard(item.hit_id)
                 self._acked_order = max(self._acked_order, item.order)
                 self._probe = False
                 if item.hit_id == self._suspect[0]:
@@ -623,8 +635,9 @@ class Publisher:
         The first sent of the hits in flight ("oldest in flight": the broker reads them in send order,
         which follows the outbox's priority order, not its seq) is only a suspect: the broker may have taken it and lost our PUBACK
         when it dropped us for a later one. So after such a drop the next connection sends one hit at
-        a time (probe) until one is acknowledged; a hit held back has dropped the connection at least
-        twice while it was the only hit in flight.
+        a time (probe) until one is acknowledged. A hit that has dropped the connection at least twice
+        while it was the only hit in flight is then sent without its evidence images, if it has any
+        (the likely cause is a size limit); only if that drops it too is it held back.
         """
         if gen != self._inflight_gen or not self._state.inflight:
             return  # nothing was published on that connection: it says nothing about any hit
@@ -638,6 +651,16 @@ class Publisher:
         if drops < DROPS_BEFORE_HOLDING_BACK:
             return
         self._suspect = ("", 0)
+        if oldest.evidence and oldest.hit_id not in self._slim:
+            # Most likely too large for a limit the broker did not announce (MQTT 3.1.1): holding the hit
+            # back would only repeat this later. Without its images the operator still learns of it.
+            if len(self._slim) >= 10_000:
+                self._slim.clear()
+            self._slim[oldest.hit_id] = f"broker closed the connection {drops} times in a row while it was sent"
+            log.warning("the connection dropped %d times in a row while hit %s was the oldest in flight; "
+                        "sending it once more without its evidence images", drops, oldest.hit_id)
+            self._state.inflight.clear()  # that connection is gone; the next one re-sends from the outbox
+            return
         self.stats.held_back += 1
         delay = min(TOO_LARGE_RETRY_S, 60.0 * 2 ** min(oldest.attempts, 6))  # 1 min doubling to 1 h
         log.error("the connection dropped %d times in a row while hit %s was the oldest in flight; "
@@ -660,11 +683,12 @@ class Publisher:
         for item in self.outbox.pending(limit=free + len(busy)):
             if item.hit_id in busy:
                 continue
-            if limit and publish_packet_size(item.topic, len(item.payload), self._use_v5) > limit:
-                self._too_large(item.hit_id, limit)
+            payload, note = self._payload_for(item, limit)
+            if payload is None:
+                self._too_large(item.hit_id, limit or 0)
                 continue
             try:
-                info = client.publish(item.topic, item.payload, qos=1, retain=False)
+                info = client.publish(item.topic, payload, qos=1, retain=False)
             except ValueError as e:
                 log.error("hit %s cannot be published on its topic (%s); held back", item.hit_id, e)
                 self.outbox.defer(item.hit_id, self.cfg.reconnect_max_s)
@@ -673,13 +697,47 @@ class Publisher:
                 log.warning("publish of hit %s not queued (rc %s)", item.hit_id, info.rc)
                 break
             self._sent += 1
-            self._state.inflight[info.mid] = _Inflight(item.hit_id, now, item.attempts, self._sent)
+            self._state.inflight[info.mid] = _Inflight(item.hit_id, now, item.attempts, self._sent,
+                                                       not note and b'"evidence":' in payload)
             self.stats.published += 1
+            if note:
+                self._omitted(item, len(payload), note)
             if info.rc == mqtt.MQTT_ERR_NO_CONN:
                 break  # the link is gone; the next connection re-sends it from the outbox
 
+    def _payload_for(self, item: OutboxItem, limit: int | None) -> tuple[bytes | None, str]:
+        """What to send for item, and the evidence_omitted note if its evidence was left out.
+
+        The stored message as it is, unless the broker cannot take it whole (over its Maximum Packet
+        Size, or it kept dropping the connection for it): then without the evidence, same hit_id, as
+        the hit matters more than its pictures. The outbox keeps the full message; the PUBACK of the
+        smaller one deletes it. (None, "") when not even that fits the broker's limit.
+        """
+        payload, note = item.payload, self._slim.get(item.hit_id, "")
+        if note:
+            slim = without_evidence(item.payload, note)
+            payload, note = (slim, note) if slim is not None else (item.payload, "")
+        if limit and publish_packet_size(item.topic, len(payload), self._use_v5) > limit:
+            note = f"broker maximum packet size {limit} bytes"
+            slim = without_evidence(item.payload, note)
+            if slim is None or publish_packet_size(item.topic, len(slim), self._use_v5) > limit:
+                return None, ""
+            payload = slim
+        return payload, note
+
+    def _omitted(self, item: OutboxItem, size: int, note: str) -> None:
+        """Log (once per hit, by hit id and sizes only) that a hit went out without its evidence."""
+        if item.hit_id in self._omitted_logged:
+            return
+        if len(self._omitted_logged) >= 10_000:
+            self._omitted_logged.clear()
+        self._omitted_logged.add(item.hit_id)
+        self.stats.evidence_omitted += 1
+        log.warning("hit %s (%d bytes) sent without its evidence images (%d bytes): %s",
+                    item.hit_id, len(item.payload), size, note)
+
     def _too_large(self, hit_id: str, limit: int) -> None:
-        """A hit the broker would drop the connection for: keep it in the outbox, let later hits pass."""
+        """A hit the broker would drop the connection for even without evidence: keep it, let later hits pass."""
         # paho 2.2 does not enforce the broker's Maximum Packet Size; sending it would only get the
         # connection closed, and the hit would come first again after every reconnect.
         if hit_id not in self._too_large_logged:
@@ -687,8 +745,9 @@ class Publisher:
                 self._too_large_logged.clear()
             self._too_large_logged.add(hit_id)
             self.stats.too_large += 1
-            log.error("hit %s is larger than the broker's maximum packet size (%d bytes); not sent, kept in "
-                      "the outbox and retried every %.0f s (raise the broker's max_packet_size)",
+            log.error("hit %s is larger than the broker's maximum packet size (%d bytes), even without evidence "
+                      "images; not sent, kept in the outbox and retried every %.0f s (raise the broker's "
+                      "max_packet_size)",
                       hit_id, limit, TOO_LARGE_RETRY_S)
         self.outbox.defer(hit_id, TOO_LARGE_RETRY_S)
 

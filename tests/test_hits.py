@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -12,8 +13,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.hits import (EvidenceConfig, HitIdentity, Site, TopicTemplateError, build_hit_message,
-                       check_topic_template, encode_hit, enqueue_hit, new_hit_id, render_topic, route_hit)
+from edge.hits import (EvidenceConfig, HitIdentity, Site, TopicTemplateError, _evidence_steps, _EvidenceStep,
+                       build_hit_message, check_topic_template, encode_hit, enqueue_hit, new_hit_id, render_topic,
+                       route_hit, without_evidence)
 from edge.outbox import Outbox
 from edge.types import Hit, ListMatch, Passage
 
@@ -216,3 +218,89 @@ def test_enqueue_hit_stores_each_message_with_its_highest_priority(tmp_path):
                                           ("anpr/politie/unit-7/hits", 100)]
     assert got[-1][2] == fine.queued[0].hit_id
 
+
+
+# -- a hit too large for the broker would never arrive: its evidence shrinks to fit -------------------
+
+def noisy_passage(crop_shape=(40, 180, 3), frame_shape=(720, 1280, 3)) -> Passage:
+    """Noise images: JPEG cannot compress them, so the evidence is as large as real frames get."""
+    rng = np.random.default_rng(2)
+    return Passage(**{**make_passage().__dict__,
+                      "best_crop": rng.integers(0, 255, crop_shape, dtype=np.uint8),
+                      "best_frame": rng.integers(0, 255, frame_shape, dtype=np.uint8)})
+
+
+def decode(b64: str) -> np.ndarray:
+    return cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), cv2.IMREAD_COLOR)
+
+
+def test_evidence_over_max_message_bytes_is_reduced_until_the_hit_fits(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="edge.hits")
+    hit = Hit(noisy_passage(), (make_match(),))
+    cfg = EvidenceConfig(mode="both", jpeg_quality=85, max_frame_width=1280, max_message_bytes=200_000)
+    full = build_hit_message(hit, IDENT, VERSIONS, cfg.model_copy(update={"max_message_bytes": 10_000_000}))
+    assert len(encode_hit(full)) > 900_000 and "evidence_reduced" not in full  # as configured it fits a big limit
+    msg = build_hit_message(hit, IDENT, VERSIONS, cfg, hit_id=full["hit_id"])
+    assert len(encode_hit(msg)) <= 200_000 and validate(msg, SCHEMA) == []
+    # quality first (85 -> 70 -> 50 -> 30), then the frame halved: both images still there, smaller
+    assert msg["evidence_reduced"] == "jpeg quality 30, frame 640 px wide to fit evidence.max_message_bytes 200000"
+    assert decode(msg["evidence"]["frame_jpeg"]).shape[:2] == (360, 640)
+    assert decode(msg["evidence"]["crop_jpeg"]).shape[:2] == (40, 180)
+    assert {k: v for k, v in msg.items() if not k.startswith("evidence")} == \
+        {k: v for k, v in full.items() if k != "evidence"}  # the hit itself is untouched
+    # deterministic: the same hit gives the same bytes
+    assert encode_hit(build_hit_message(hit, IDENT, VERSIONS, cfg, hit_id=full["hit_id"])) == encode_hit(msg)
+    told = [r for r in caplog.records if "evidence reduced" in r.getMessage()]
+    assert told and all(r.levelno == logging.WARNING and full["hit_id"] in r.getMessage() for r in told)
+    assert "XSNB23" not in caplog.text and "XS-NB-23" not in caplog.text
+    assert msg["evidence"]["crop_jpeg"][:40] not in caplog.text  # no image data either
+    # the same cap applies on the way into the outbox
+    ob = Outbox(tmp_path / "o.sqlite", cooldown_s=0)
+    r = enqueue_hit(ob, hit, IDENT, VERSIONS, cfg, "anpr/{agency}/{device}/hits", now=1.0)
+    (stored,) = ob.pending(10, now=2.0)
+    assert len(stored.payload) <= 200_000 and stored.hit_id == r.queued[0].hit_id
+    assert json.loads(stored.payload)["evidence_reduced"].startswith("jpeg quality 30, frame 640 px wide")
+
+
+def test_evidence_that_cannot_fit_is_left_out_frame_before_crop():
+    big_crop = noisy_passage(crop_shape=(400, 1600, 3))  # ~240 KB of base64 even at quality 30
+    cfg = EvidenceConfig(mode="both", max_message_bytes=16 * 1024)
+    msg = build_hit_message(Hit(big_crop, (make_match(),)), IDENT, VERSIONS, cfg)
+    assert "evidence" not in msg and validate(msg, SCHEMA) == [] and len(encode_hit(msg)) <= 16 * 1024
+    assert msg["evidence_reduced"] == "frame left out, crop left out to fit evidence.max_message_bytes 16384"
+    # crop only: quality goes down as far as the ladder allows, then the crop goes
+    crop_only = build_hit_message(Hit(big_crop, (make_match(),)), IDENT, VERSIONS,
+                                  EvidenceConfig(mode="crop", jpeg_quality=60, max_message_bytes=300_000))
+    assert set(crop_only["evidence"]) == {"crop_jpeg"} and len(encode_hit(crop_only)) <= 300_000
+    assert crop_only["evidence_reduced"] in ("jpeg quality 50 to fit evidence.max_message_bytes 300000",
+                                             "jpeg quality 30 to fit evidence.max_message_bytes 300000")
+
+
+def test_the_reduction_ladder_is_fixed_quality_then_frame_size_then_frame_then_crop():
+    cfg = EvidenceConfig(mode="both", jpeg_quality=85)
+    S = _EvidenceStep
+    assert _evidence_steps(cfg, True, 1280) == [
+        S(85, 1280, True), S(70, 1280, True), S(50, 1280, True), S(30, 1280, True),
+        S(30, 640, True), S(30, 320, True), S(30, 160, True), S(30, None, True), S(30, None, False)]
+    assert _evidence_steps(EvidenceConfig(jpeg_quality=55), True, None) == [
+        S(55, None, True), S(50, None, True), S(30, None, True), S(30, None, False)]
+    assert _evidence_steps(EvidenceConfig(jpeg_quality=20), False, 300) == [S(20, 300, False), S(20, None, False)]
+
+
+def test_max_message_bytes_is_bounded_and_documented():
+    assert EvidenceConfig().max_message_bytes == 256 * 1024
+    for bad in (1000, 300_000_000):
+        with pytest.raises(ValueError, match="max_message_bytes"):
+            EvidenceConfig(max_message_bytes=bad)
+    assert all(f.description for f in EvidenceConfig.model_fields.values())
+
+
+def test_without_evidence_drops_only_the_evidence_of_a_json_hit():
+    msg = build_hit_message(Hit(make_passage(), (make_match(),)), IDENT, VERSIONS, EvidenceConfig(mode="crop"))
+    slim = json.loads(without_evidence(encode_hit(msg), "broker maximum packet size 1000 bytes"))
+    assert slim == {**{k: v for k, v in msg.items() if k != "evidence"},
+                    "evidence_omitted": "broker maximum packet size 1000 bytes"}
+    assert validate(slim, SCHEMA) == []
+    plain = build_hit_message(Hit(make_passage(), (make_match(),)), IDENT, VERSIONS, EvidenceConfig())
+    for payload in (encode_hit(plain), b"\xff not json", b"[1, 2]", b'"evidence"', b"[" * 100_000):
+        assert without_evidence(payload, "x") is None  # nothing to leave out: sent or kept as it is

@@ -45,6 +45,7 @@ class Collector:
 
     def __init__(self, port: int, topic: str = "anpr/#", client_id: str = "collector"):
         self.ids: list[str] = []
+        self.bodies: dict[str, dict] = {}  # hit id -> the last message received with it
         self.status: list[dict] = []
         self._lock = threading.Lock()
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
@@ -65,6 +66,7 @@ class Collector:
                 self.status.append(body)
             else:
                 self.ids.append(body["hit_id"])
+                self.bodies[body["hit_id"]] = body
 
     def unique(self) -> set[str]:
         with self._lock:
@@ -485,11 +487,11 @@ def small_broker(pbroker):
 
 
 def put_with_big(outbox: Outbox) -> tuple[list[str], str]:
-    """Five hits, the third one of BIG bytes; returns (all ids in order, the big one's id)."""
+    """Five hits, the third one of BIG bytes even without evidence; returns (all ids in order, the big one's id)."""
     ids = []
     for i in range(5):
         h = new_hit_id()
-        body = {"hit_id": h, "plate": "XSNB23", "evidence": "Q" * (BIG if i == 2 else 10)}
+        body = {"hit_id": h, "plate": "XSNB23", "notes": "Q" * (BIG if i == 2 else 10)}
         assert outbox.put(TOPIC, json.dumps(body).encode(), h)
         ids.append(h)
     return ids, ids[2]
@@ -552,6 +554,86 @@ def test_hit_the_broker_keeps_dropping_the_connection_for_is_held_back(small_bro
     told = [r for r in caplog.records if big in r.getMessage()]
     assert len(told) == 1 and told[0].levelno == logging.ERROR
     assert "XSNB23" not in caplog.text and "QQQQ" not in caplog.text
+
+
+def put_real_hits(outbox: Outbox) -> tuple[list[dict], dict]:
+    """Three real hit messages in the outbox: crop-only, one with ~750 KB of frame evidence, crop-only.
+
+    Returns (all messages in order, the big one). Built by enqueue_hit with a cap far above the
+    broker's limit, as on a unit whose evidence.max_message_bytes was set higher than the broker allows.
+    """
+    from edge.hits import EvidenceConfig, enqueue_hit
+    from edge.types import Hit
+    from test_hits import IDENT, VERSIONS, make_match, make_passage
+
+    msgs = []
+    for mode in ("crop", "both", "crop"):
+        r = enqueue_hit(outbox, Hit(make_passage(), (make_match(),)), IDENT, VERSIONS,
+                        EvidenceConfig(mode=mode, max_message_bytes=2_000_000), "anpr/{agency}/{device}/hits")
+        msgs.append(r.queued[0].message)
+    big = msgs[1]
+    assert len(json.dumps(big)) > 500_000 and all(len(json.dumps(m)) < 50_000 for m in msgs if m is not big)
+    return msgs, big
+
+
+def _delivered_without_evidence(msgs: list[dict], big: dict, col: Collector, ob: Outbox, pub: Publisher) -> dict:
+    """Every hit arrives and leaves the outbox; the small ones exactly as stored. Returns what came of the big one."""
+    ids = {m["hit_id"] for m in msgs}
+    assert wait_for(lambda: col.unique() >= ids and ob.depth() == 0, timeout=20), (ob.depth(), pub.stats)
+    for m in msgs:
+        if m is not big:
+            assert col.bodies[m["hit_id"]] == m  # intact, evidence and all
+    got = col.bodies[big["hit_id"]]
+    assert "evidence" not in got and {k: v for k, v in got.items() if k != "evidence_omitted"} == \
+        {k: v for k, v in big.items() if k != "evidence"}  # the same hit, same hit_id, only the pictures left out
+    assert pub.stats.acked == len(msgs) and pub.stats.too_large == 0 and pub.stats.held_back == 0
+    assert pub.stats.evidence_omitted == 1
+    return got
+
+
+def test_hit_over_the_brokers_maximum_packet_size_is_delivered_without_its_evidence(small_broker, tmp_path, caplog):
+    """An MQTT 5 broker announces its Maximum Packet Size: a hit over it was kept in the outbox and
+    retried hourly forever, so the operator never learned of it. Now it goes out without its
+    evidence (with evidence_omitted saying why) and leaves the outbox on that message's PUBACK."""
+    caplog.set_level(logging.INFO, logger="edge.publisher")
+    col = Collector(small_broker.port)
+    ob = Outbox(tmp_path / "o.sqlite", cooldown_s=0)
+    msgs, big = put_real_hits(ob)
+    pub = Publisher(cfg_for(small_broker.port, protocol="5"), ob, "unit-1")
+    pub.start()
+    try:
+        got = _delivered_without_evidence(msgs, big, col, ob, pub)
+        assert got["evidence_omitted"] == "broker maximum packet size 100000 bytes"
+        assert pub.stats.connects == 1  # never sent whole, so never cut off
+        assert [h for h in col.ids] == [m["hit_id"] for m in msgs]  # in order
+    finally:
+        pub.stop()
+        col.close()
+    told = [r for r in caplog.records if big["hit_id"] in r.getMessage()]
+    assert len(told) == 1 and told[0].levelno == logging.WARNING and "without its evidence" in told[0].getMessage()
+    assert "XSNB23" not in caplog.text and big["evidence"]["crop_jpeg"][:40] not in caplog.text
+
+
+def test_hit_the_broker_keeps_dropping_the_connection_for_goes_out_without_its_evidence(small_broker, tmp_path,
+                                                                                        caplog):
+    """MQTT 3.1.1: the broker cannot announce its limit and closes the connection on the big hit. After
+    a few drops in a row with that hit first in flight it was held back, and held back again each
+    time it came up: never delivered. Now it is sent once more without its evidence, and arrives."""
+    caplog.set_level(logging.INFO, logger="edge.publisher")
+    col = Collector(small_broker.port)
+    ob = Outbox(tmp_path / "o.sqlite", cooldown_s=0)
+    msgs, big = put_real_hits(ob)
+    pub = Publisher(cfg_for(small_broker.port, protocol="3.1.1"), ob, "unit-1")
+    pub.start()
+    try:
+        got = _delivered_without_evidence(msgs, big, col, ob, pub)
+        assert got["evidence_omitted"] == "broker closed the connection 3 times in a row while it was sent"
+    finally:
+        pub.stop()
+        col.close()
+    told = [r for r in caplog.records if big["hit_id"] in r.getMessage()]
+    assert told and all(r.levelno == logging.WARNING for r in told)
+    assert "XSNB23" not in caplog.text and big["evidence"]["crop_jpeg"][:40] not in caplog.text
 
 
 # -- 'offline' is the last word ---------------------------------------------------------------------
@@ -697,4 +779,26 @@ def test_the_suspect_of_a_drop_is_the_first_hit_sent_not_the_lowest_seq(tmp_path
     pub._acked_order = 3  # a hit sent after fine-1 was acknowledged: fine-1 is not to blame
     pub._link_dropped(pub._inflight_gen)
     assert pub._suspect == ("", 0)
+    ob.close()
+
+
+def test_a_hit_dropping_the_connection_even_without_evidence_is_held_back_not_retried_forever(tmp_path):
+    """Leaving the evidence out is tried once per hit: if the smaller message drops the connection
+    too (or the hit had no evidence), the hit is held back as before, so later hits get through."""
+    from edge.publisher import DROPS_BEFORE_HOLDING_BACK, _Inflight
+
+    ob = Outbox(tmp_path / "o.sqlite", cooldown_s=0)
+    pub = Publisher(cfg_for(1883), ob, "unit-1")
+
+    def drops(hit_id: str, evidence: bool, n: int = DROPS_BEFORE_HOLDING_BACK) -> None:
+        for i in range(n):
+            pub._state.inflight = {1: _Inflight(hit_id, 0.0, 0, i, evidence)}
+            pub._link_dropped(pub._inflight_gen)
+
+    drops("big", True)
+    assert "big" in pub._slim and pub.stats.held_back == 0 and pub._probe  # next time: without evidence
+    drops("big", False)  # sent without evidence, and the broker still drops us
+    assert pub.stats.held_back == 1
+    drops("plain", False)  # no evidence to leave out: held back at once, as before
+    assert "plain" not in pub._slim and pub.stats.held_back == 2
     ob.close()
