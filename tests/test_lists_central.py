@@ -238,3 +238,50 @@ def test_rotate_is_a_new_build_with_a_new_hash_key(fleet, tmp_path, capsys, capl
     key.chmod(0o644)
     keys.load_device_key(key)
     assert "readable by other users" in caplog.text
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else b"" for p in sorted(root.rglob("*"))}
+
+
+def test_device_add_to_a_state_folder_that_is_not_there_fails_and_changes_nothing(tmp_path, capsys):
+    # A mistyped --state used to be created on the spot and the device reported registered, while
+    # the packages went on being sealed from the real state folder, without that device.
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    keys.generate_device_key(tmp_path / "cam1.key", tmp_path / "cam1.pub")
+    missing = tmp_path / "nonexistent" / "central"
+    r = subprocess.run([sys.executable, "-m", "edge.cli", "lists", "device-add", "--state", str(missing), "--id", "cam1",
+                        "--pub", str(tmp_path / "cam1.pub")], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 2 and r.stdout == "" and "Traceback" not in r.stderr
+    assert f"lists device-add: {missing}: does not exist; check --state, or create one with " \
+           f"'lists init --state {missing}'" in r.stderr
+    assert not (tmp_path / "nonexistent").exists()
+
+    empty = tmp_path / "empty"  # a folder, but not one that 'lists init' made
+    empty.mkdir()
+    rc, out, err = run_cli(capsys, "device-add", "--state", empty, "--id", "cam1", "--pub", tmp_path / "cam1.pub")
+    assert rc == 2 and out is None and f"{empty}: is not a central state folder (no signing.key)" in err
+    assert not any(empty.iterdir())
+    rc, _, err = run_cli(capsys, "device-remove", "--state", missing, "--id", "cam1")
+    assert rc == 2 and f"{missing}: does not exist" in err
+
+
+def test_device_add_that_cannot_write_fails_naming_the_path_and_changes_nothing(fleet, tmp_path, capsys):
+    state = fleet.central.root
+    devices = state / "devices"
+    for p in devices.iterdir():
+        p.unlink()
+    devices.rmdir()
+    devices.write_text("not a folder\n")  # (as root, permissions stop nothing: an obstacle does)
+    before = tree(state)
+    rc, out, err = run_cli(capsys, "device-add", "--state", state, "--id", "cam3", "--pub", fleet.device("cam3")[1])
+    assert rc == 2 and out is None
+    assert f"lists device-add: device 'cam3' not registered: cannot write {devices}" in err
+    assert tree(state) == before
+    devices.unlink()  # the obstacle gone, the same command works
+    rc, out, _ = run_cli(capsys, "device-add", "--state", state, "--id", "cam3", "--pub", fleet.device("cam3")[1])
+    assert rc == 0 and out == {"device": "cam3", "registered": True, "public_key": str(devices / "cam3.pub")}

@@ -80,8 +80,17 @@ class Central:
             keys.write_public_keys(self.root / "trusted.pub", [key.public_key()])
         return self.root / "trusted.pub"
 
+    def _require_state(self) -> None:
+        """Commands other than init work only on a folder init made: a mistyped --state must be an error,
+        not a new folder that takes the device key while packages go on being sealed from the real one."""
+        if not (self.root / "signing.key").is_file():
+            what = "does not exist" if not self.root.exists() else "is not a central state folder (no signing.key)"
+            raise CentralError(f"{self.root}: {what}; check --state, or create one with "
+                               f"'lists init --state {self.root}'")
+
     def rotate_signing(self, keep_old: bool = True) -> Path:
         """New signing key; trusted.pub lists the new key first and (unless retired) the old ones."""
+        self._require_state()
         old = keys.load_trusted_signers(self.root / "trusted.pub") if keep_old else []
         stamp = time.strftime("%Y%m%dT%H%M%S")
         (self.root / "retired").mkdir(exist_ok=True)
@@ -92,16 +101,26 @@ class Central:
 
     def retire_old_signers(self) -> Path:
         """Trust only the current signing key (after every device has the rotated trusted.pub)."""
+        self._require_state()
         keys.write_public_keys(self.root / "trusted.pub", [keys.load_signing_key(self.root / "signing.key").public_key()])
         return self.root / "trusted.pub"
 
-    def add_device(self, device_id: str, public_key_file: Path) -> None:
+    def add_device(self, device_id: str, public_key_file: Path) -> Path:
+        """Register (or replace) a device's public key; returns the file it is kept in."""
         if not device_id or not all(c.isalnum() or c in "._-" for c in device_id):
             raise CentralError(f"device id {device_id!r} must be letters, digits, '.', '_' or '-'")
+        self._require_state()
         pub = keys.load_device_public(public_key_file)
-        keys.write_public_keys(self.root / "devices" / f"{device_id}.pub", [pub])
+        path = self.root / "devices" / f"{device_id}.pub"
+        try:
+            keys.write_public_keys(path, [pub])
+        except OSError as e:  # read-only file system, no permission, a file where the folder should be
+            raise CentralError(f"device {device_id!r} not registered: cannot write {e.filename or path}: "
+                               f"{e.strerror or e}") from None
+        return path
 
     def remove_device(self, device_id: str) -> None:
+        self._require_state()
         path = self.root / "devices" / f"{device_id}.pub"
         if not path.exists():
             raise CentralError(f"no device {device_id!r} in {self.root / 'devices'}")
@@ -113,6 +132,7 @@ class Central:
 
     # --- state ------------------------------------------------------------------------------
     def load(self) -> State:
+        self._require_state()
         cur = self.root / "current"
         if not (cur / "meta.json").exists():
             raise CentralError(f"{self.root}: no list built yet (run 'lists build' first)")
@@ -175,6 +195,7 @@ class Central:
     def build_hashed(self, defs: tuple[ListDef, ...], hash_key: bytes, entries: Entries,
                      tags: tuple[tuple[int, str], ...]) -> Sealed:
         """Seal and save a new version from already hashed entries (also used by the benchmark)."""
+        self._require_state()
         previous = self.load().version if (self.root / "current" / "meta.json").exists() else 0
         version = max(previous + 1, int(time.time()))  # survives a lost state folder without rolling back
         st = State(version, 0, hash_key, tuple(defs), tuple(tags), _sorted(entries))

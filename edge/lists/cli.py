@@ -144,8 +144,8 @@ def cmd_keygen_device(args) -> int:
 
 @_guard
 def cmd_device_add(args) -> int:
-    Central(args.state).add_device(args.id, args.pub)
-    _print({"device": args.id, "registered": True})
+    path = Central(args.state).add_device(args.id, args.pub)
+    _print({"device": args.id, "registered": True, "public_key": str(path)})
 
 
 @_guard
