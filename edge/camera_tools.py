@@ -35,6 +35,7 @@ from edge.sources import FrameSource, SourceError, make_source
 from edge.types import Detection, Frame, Observation, Passage, PlateRead, Point
 
 SHARPNESS_WIDTH = 160  # crops are scaled to this width first, so sharpness compares across zoom levels
+DEFAULT_TIMEOUT_S = 15.0  # a camera that sends no frame this long is reported unreachable, not waited for
 
 
 # ----- measurements ------------------------------------------------------------------------------
@@ -378,14 +379,16 @@ def load_stages(setup: Setup):
     return detector, recognizer, PassageTracker(setup.tracking or TrackerConfig())
 
 
-def frames(source: FrameSource, limit: int = 0) -> Iterator[Frame]:
+def frames(source: FrameSource, limit: int = 0, timeout: float = DEFAULT_TIMEOUT_S) -> Iterator[Frame]:
     """Frames until the source ends, `limit` frames were given (0 = no limit), or Ctrl-C.
 
     A live camera is read in the background keeping only the newest frame, so the figures follow
-    the camera as it is turned instead of lagging behind a backlog; a dropped stream is reopened.
+    the camera as it is turned instead of lagging behind a backlog; a dropped stream is reopened,
+    but a camera that gives no frame for `timeout` seconds (0 = wait for ever) is a SourceError:
+    the technician needs to hear that it is unreachable, not wait at a silent prompt.
     A file gives every frame in order."""
     if source.live:
-        yield from _live_frames(source, limit)
+        yield from _live_frames(source, limit, timeout)
         return
     source.open()
     try:
@@ -400,7 +403,7 @@ def frames(source: FrameSource, limit: int = 0) -> Iterator[Frame]:
         source.close()
 
 
-def _live_frames(source: FrameSource, limit: int) -> Iterator[Frame]:
+def _live_frames(source: FrameSource, limit: int, timeout: float) -> Iterator[Frame]:
     from edge.capture import Capture
 
     def say(state: str, error: str) -> None:
@@ -409,20 +412,29 @@ def _live_frames(source: FrameSource, limit: int) -> Iterator[Frame]:
     capture = Capture(source, queue_size=1, backoff_initial_s=1.0, backoff_max_s=5.0, on_state=say).start()
     try:
         n = 0
+        deadline = time.monotonic() + timeout
         while limit <= 0 or n < limit:
-            frame = capture.get(timeout=1.0)
+            frame = capture.get(timeout=1.0 if timeout <= 0 else max(0.0, min(1.0, deadline - time.monotonic())))
             if frame is None:
                 if capture.ended:
                     return
+                if timeout > 0 and time.monotonic() >= deadline:
+                    # the label (and the error) have the URL's credentials masked already
+                    reason = capture.stats.last_error.removeprefix(f"{source.label}: ")
+                    raise SourceError(f"{source.label}: no frame within {timeout:g} s "
+                                      f"({'last error: ' + reason if reason else 'the camera does not answer'})")
                 continue
             yield frame
             n += 1
+            deadline = time.monotonic() + timeout  # from when the next frame is asked for
     finally:
         capture.stop()
 
 
-def open_source(setup: Setup) -> FrameSource:
-    return make_source(setup.source, width=setup.width, height=setup.height)
+def open_source(setup: Setup, timeout: float = DEFAULT_TIMEOUT_S) -> FrameSource:
+    """The camera or file; a camera's single open or read gives up within `timeout` too (at most 10 s)."""
+    read_timeout = min(10.0, timeout) if timeout > 0 else 10.0
+    return make_source(setup.source, width=setup.width, height=setup.height, read_timeout_s=read_timeout)
 
 
 RAM_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
@@ -506,10 +518,10 @@ def _snapshot(args, to_stdout: bool) -> tuple[int, bytes | None]:
         print(f"anpr-edge camera snapshot: -o {out}: use a .jpg or .png file name, or - for stdout", file=sys.stderr)
         return 2, None
     detector, recognizer, tracker = load_stages(setup)
-    source = open_source(setup)
+    source = open_source(setup, args.timeout)
     skip = args.skip if args.skip is not None else (10 if source.live else 0)
     frame = None
-    for frame in frames(source, skip + 1):
+    for frame in frames(source, skip + 1, args.timeout):
         pass
     if frame is None:
         print(f"anpr-edge camera snapshot: {source.label}: no frame", file=sys.stderr)
@@ -573,16 +585,24 @@ def cmd_aim(args) -> int:
         if not live:
             print(flush=True)
 
+    lost = None
     try:
-        for frame in frames(open_source(setup), limit):
+        for frame in frames(open_source(setup, args.timeout), limit, args.timeout):
             aimer.process(frame)
             if not args.once and time.monotonic() - last >= args.every:
                 show()
                 last = time.monotonic()
     except KeyboardInterrupt:
         pass
+    except SourceError as e:
+        if not aimer.frames:
+            raise  # nothing to report: the error alone (exit 2)
+        lost = e  # the camera went away mid-aim: the figures so far, then the reason
     aimer.finish()
     show(final=True)
+    if lost is not None:
+        print(f"anpr-edge camera aim: {lost}", file=sys.stderr)
+        return 1
     return 0 if aimer.frames else 1
 
 
@@ -619,6 +639,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-score", type=float, help="detector score threshold (default: config, else 0.4)")
     g.add_argument("--width-min", type=float, default=Targets.width_min, help="smallest good plate width, px")
     g.add_argument("--width-max", type=float, default=Targets.width_max, help="largest good plate width, px")
+    g.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S,
+                   help=f"give up on a camera that sends no frame for this many seconds, with the reason "
+                        f"(default {DEFAULT_TIMEOUT_S:g}; 0 = keep trying)")
     p.add_argument("--show-text", action="store_true",
                    help="also show what plates say (technician's terminal only; never logged)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

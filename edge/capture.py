@@ -4,7 +4,7 @@ Frames go through a bounded queue that drops the *oldest* frame when inference f
 capture never blocks and the newest view of the road is always the next one processed. A live
 source that drops is reopened with exponential backoff while the daemon keeps running.
 
-Whatever a source raises, the capture thread logs it (credentials scrubbed) and treats it as the
+Whatever a source raises, the capture thread logs it (credentials masked) and treats it as the
 source failing; it never dies silently while the status still says "streaming". Frames that the
 pipeline cannot take (None, empty, not uint8, odd channel counts) are repaired where that is lossless
 (grey, BGRA) and otherwise skipped, so one bad frame cannot crash inference.
@@ -24,7 +24,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from edge.sources import FrameSource, SourceError, scrub
+from edge.credentials import mask_credentials
+from edge.sources import FrameSource, SourceError
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
@@ -148,26 +149,28 @@ class Capture:
                 try:
                     self._on_state(state, error)
                 except Exception as e:  # a reporting problem must not end capture
-                    log.warning("camera state callback failed: %s", scrub(f"{type(e).__name__}: {e}"))
+                    log.warning("camera state callback failed: %s", mask_credentials(f"{type(e).__name__}: {e}"))
 
     def _describe(self, e: BaseException) -> str:
-        """A one-line reason for an error of the source, credentials scrubbed (RTSP URLs carry them).
+        """A one-line reason for an error of the source, credentials masked (RTSP URLs carry them).
 
         SourceErrors already name the source; anything else is unexpected and logged with its
-        traceback (scrubbed as well), since that is what finds the bug."""
+        traceback (masked as well), since that is what finds the bug."""
         if isinstance(e, SourceError):
-            return scrub(str(e))
-        text = scrub(f"{self.source.label}: unexpected {type(e).__name__}: {e}")
+            return mask_credentials(str(e))
+        text = mask_credentials(f"{self.source.label}: unexpected {type(e).__name__}: {e}")
         if text != self._last_unexpected:
             self._last_unexpected = text
-            log.error("frame source failed: %s\n%s", text, scrub("".join(traceback.format_exception(e)).rstrip()))
+            log.error("frame source failed: %s\n%s", text,
+                      mask_credentials("".join(traceback.format_exception(e)).rstrip()))
         return text
 
     def _close_source(self) -> None:
         try:
             self.source.close()
         except Exception as e:
-            log.warning("closing frame source %s failed: %s", self.source.label, scrub(f"{type(e).__name__}: {e}"))
+            log.warning("closing frame source %s failed: %s", self.source.label,
+                        mask_credentials(f"{type(e).__name__}: {e}"))
 
     def _run(self) -> None:
         delay = self.backoff_initial_s
@@ -210,8 +213,8 @@ class Capture:
                     self._set_state("ended")
                     return
         except BaseException as e:  # a bug in capture itself: say so instead of dying silently
-            error = scrub(f"capture thread failed: {type(e).__name__}: {e}")
-            log.error("%s\n%s", error, scrub("".join(traceback.format_exception(e)).rstrip()))
+            error = mask_credentials(f"capture thread failed: {type(e).__name__}: {e}")
+            log.error("%s\n%s", error, mask_credentials("".join(traceback.format_exception(e)).rstrip()))
             self._close_source()
             self._set_state("failed", error)
         finally:

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from edge.audit import AuditConfig
 from edge.configbase import Section
+from edge.credentials import mask_credentials
 from edge.hits import EvidenceConfig
 from edge.lists.config import ListsConfig
 from edge.motion import MotionConfig
@@ -129,26 +130,6 @@ class EdgeConfig(Section):
 # keys whose values are never echoed in an error (passwords, tokens, keys or key files: someone
 # may have pasted the secret itself where a file name belongs)
 _SECRET_KEY = re.compile(r"pass|secret|token|key|credential|auth|cert", re.IGNORECASE)
-# a scheme with '//' right after it (any scheme: a typo'd one is exactly the case that gets echoed)
-_SCHEME = re.compile(r"^[^:@]*:?//")
-
-
-def mask_credentials(text: str) -> str:
-    """`text` with the user:password part of a URL masked: rtsp://admin:pw@cam/1 -> rtsp://admin:***@cam/1.
-
-    Unlike edge.sources.redact it does not rely on the URL parsing (it runs on values that failed
-    validation: bad schemes, bad ports, a missing '//', a password with '/' or '@' in it): everything
-    before the last '@' except a leading scheme:// and the user name is hidden; a lone user part
-    (which may be a token) is hidden whole."""
-    if "@" not in text:
-        return text
-    head, _, tail = text.rpartition("@")
-    m = _SCHEME.match(head)
-    pre = m.group(0) if m else ""
-    userinfo = head[len(pre):]
-    user, sep, _ = userinfo.partition(":")
-    masked = f"{user}:***" if sep and "/" not in user else "***"
-    return f"{pre}{masked}@{tail}"
 
 
 def _shown_value(e: dict) -> str:

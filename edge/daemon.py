@@ -20,7 +20,8 @@ from pathlib import Path
 from edge import __version__
 from edge.audit import AuditError, AuditLog, changed_sections, file_sha256
 from edge.capture import Capture
-from edge.config import ConfigError, EdgeConfig, load_config, mask_credentials
+from edge.config import ConfigError, EdgeConfig, load_config
+from edge.credentials import mask_credentials
 from edge.dispatch import HitDispatcher
 from edge.factory import build_pipeline, load_models
 from edge.hits import HitIdentity, Site
@@ -394,7 +395,7 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConfigError):
         return str(exc)  # masked by edge.config already
     if isinstance(exc, _DESCRIBED):
-        text = " ".join(mask_credentials(word) for word in str(exc).split(" "))  # any URL with a password in it
+        text = mask_credentials(str(exc))  # any URL with a password in it
         return text or type(exc).__name__
     tb = traceback.extract_tb(exc.__traceback__)
     where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno} in {tb[-1].name}" if tb else ""

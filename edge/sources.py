@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import inspect
 import logging
-import re
+import queue
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
 
+from edge.credentials import mask_credentials
 from edge.types import Frame
 
 log = logging.getLogger(__name__)
@@ -40,27 +42,6 @@ class FrameSource(Protocol):
     def open(self) -> None: ...
     def read(self) -> Frame | None: ...  # None: a finite source has ended
     def close(self) -> None: ...
-
-
-# scheme://user:password@ up to the *last* '@' of the word: a password may hold '/', '#', '?' or '@'
-# unencoded, which URL parsing then reads as path, fragment or query and leaves in the text.
-_URL_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^\s]*@")
-# credentials in a query string, as some cameras take them (videostream.cgi?user=admin&pwd=...)
-_QUERY_SECRET = re.compile(r"([?&;](?:user(?:name)?|login|pass(?:word|wd)?|pwd|token|access_token|auth|key|apikey|"
-                           r"api_key|secret|sig(?:nature)?)=)[^&;#\s]*", re.IGNORECASE)
-
-
-def scrub(text: str) -> str:
-    """`text` (a URL, an error message, a traceback) without the credentials of any URL in it.
-
-    Deliberately not built on URL parsing: a password with '/', '#' or '?' in it, or a bad port,
-    makes urlsplit() see no user:password at all (or raise), and the secret went out whole."""
-    return _QUERY_SECRET.sub(r"\1***", _URL_USERINFO.sub(r"\1", text))
-
-
-def redact(url: str) -> str:
-    """A stream URL without user:password (or credentials in its query), safe for logs and status."""
-    return scrub(url)
 
 
 class VideoFileSource:
@@ -183,8 +164,88 @@ class ImageFolderSource:
         self._files = []
 
 
+# FFmpeg gets its own open/read timeouts and this long past them to give up by itself, before the
+# watchdog gives up on the call
+_WATCHDOG_GRACE_S = 2.0
+
+
+class _CaptureThread:
+    """One cv2.VideoCapture that lives in its own daemon thread: opened, read and released there,
+    while the caller waits for each step with a timeout.
+
+    OpenCV cannot bound every call: a V4L2 driver that hangs (camera unplugged mid-frame), or FFmpeg
+    blocked on a pipe, never returns, and the capture thread used to hang with it: no error, no
+    reconnect. Here the caller gives up after its timeout; the thread releases the capture once the
+    stuck call returns, and as a daemon thread it does not keep the process from exiting."""
+
+    def __init__(self, open_capture: Callable[[], cv2.VideoCapture | None], name: str):
+        self._open_capture = open_capture  # returns an opened capture, or None
+        self._requests: queue.SimpleQueue[bool] = queue.SimpleQueue()  # True: read a frame, False: release
+        self._replies: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._released = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.stuck = False  # a call was given up on; nothing more is asked of this capture
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        cap = None
+        try:
+            try:
+                cap = self._open_capture()
+            except Exception as e:  # handed to the caller, raised in its thread
+                self._replies.put(e)
+                return
+            self._replies.put(cap is not None)
+            if cap is None:
+                return
+            while self._requests.get():
+                try:
+                    self._replies.put(cap.read())
+                except Exception as e:
+                    self._replies.put(e)
+        finally:
+            if cap is not None:
+                cap.release()
+            self._released.set()
+
+    def _reply(self, timeout: float):
+        try:
+            reply = self._replies.get(timeout=timeout)
+        except queue.Empty:
+            self.stuck = True
+            raise TimeoutError from None
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def start(self, timeout: float) -> bool:
+        """Open the capture; False when OpenCV could not. TimeoutError when opening did not return."""
+        self._thread.start()
+        return self._reply(timeout)
+
+    def read(self, timeout: float) -> tuple[bool, np.ndarray | None]:
+        """cap.read(); TimeoutError when it did not return in time (or an earlier call did not)."""
+        if self.stuck:
+            raise TimeoutError
+        self._requests.put(True)
+        return self._reply(timeout)
+
+    def stop(self, timeout: float) -> bool:
+        """Release the capture and end the thread; True when that happened within `timeout`. A stuck
+        call is not waited for: the release follows when it returns."""
+        self._requests.put(False)
+        return self._released.wait(0 if self.stuck else timeout)
+
+
 class OpenCVStreamSource:
-    """An RTSP/HTTP stream or a V4L2 (USB) camera opened with OpenCV; stamped with the system clocks."""
+    """An RTSP/HTTP stream or a V4L2 (USB) camera opened with OpenCV; stamped with the system clocks.
+
+    Every OpenCV call runs under a watchdog (`_CaptureThread`): a camera that stops answering is a
+    SourceError after `read_timeout_s` (plus a little for FFmpeg, which has its own timeouts), so the
+    capture loop reports it and reopens the camera, however deeply the call is stuck."""
 
     live = True
 
@@ -195,13 +256,21 @@ class OpenCVStreamSource:
         self.width = width
         self.height = height
         self.read_timeout_s = read_timeout_s
-        self._cap: cv2.VideoCapture | None = None
+        self._cap: _CaptureThread | None = None
+        self._blocked: _CaptureThread | None = None  # one given up on, whose call has not returned yet
         self._index = 0
 
-    def open(self) -> None:
-        if isinstance(self.target, int):
-            cap = cv2.VideoCapture(self.target, cv2.CAP_V4L2)
-        elif isinstance(self.target, str) and self.target.startswith("/dev/"):
+    def _v4l2(self) -> bool:
+        return isinstance(self.target, int) or self.target.startswith("/dev/")
+
+    def _watchdog_s(self) -> float:
+        return self.read_timeout_s if self._v4l2() else self.read_timeout_s + _WATCHDOG_GRACE_S
+
+    def _open_capture(self) -> cv2.VideoCapture | None:
+        """(In the capture's own thread.) The opened and configured capture, or None."""
+        if self._v4l2():
+            # no timeout parameters here: OpenCV refuses to open with any the backend does not use, and a
+            # hung driver call is not bounded by them anyway. The watchdog is the bound.
             cap = cv2.VideoCapture(self.target, cv2.CAP_V4L2)
         else:
             params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.read_timeout_s * 1000),
@@ -209,17 +278,40 @@ class OpenCVStreamSource:
             cap = cv2.VideoCapture(self.target, cv2.CAP_FFMPEG, params)
         if not cap.isOpened():
             cap.release()
-            raise SourceError(f"{self.label}: cannot open stream (unreachable, refused or not a video)")
+            return None
         if self.width:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
         if self.height:
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+        return cap
+
+    def open(self) -> None:
+        self.close()
+        if self._blocked is not None:
+            if self._blocked.alive:
+                # another open would hang (or find the device busy) the same way, leaving one more thread behind
+                raise SourceError(f"{self.label}: the camera has still not returned from the call given up on "
+                                  "(driver hang?); not reopened until it does")
+            self._blocked = None
+        cap = _CaptureThread(self._open_capture, name=f"camera {self.label}")
+        try:
+            opened = cap.start(self._watchdog_s())
+        except TimeoutError:
+            self._give_up(cap)
+            raise SourceError(f"{self.label}: no answer within {self._watchdog_s():g} s while opening "
+                              "(camera, network or driver hangs)") from None
+        if not opened:
+            raise SourceError(f"{self.label}: cannot open stream (unreachable, refused or not a video)")
         self._cap = cap
 
     def read(self) -> Frame | None:
         if self._cap is None:
             raise SourceError(f"{self.label}: read before open")
-        ok, image = self._cap.read()
+        try:
+            ok, image = self._cap.read(self._watchdog_s())
+        except TimeoutError:
+            raise SourceError(f"{self.label}: no frame for {self._watchdog_s():g} s (camera stalled or "
+                              "unplugged, or its driver hangs)") from None
         if not ok or image is None:
             raise SourceError(f"{self.label}: stream stopped delivering frames")
         frame = Frame(image=image, index=self._index, mono_ms=time.monotonic() * 1000.0,
@@ -229,8 +321,13 @@ class OpenCVStreamSource:
 
     def close(self) -> None:
         if self._cap is not None:
-            self._cap.release()
-            self._cap = None
+            cap, self._cap = self._cap, None
+            self._give_up(cap)
+
+    def _give_up(self, cap: _CaptureThread) -> None:
+        if not cap.stop(self._watchdog_s()):
+            log.info("%s: the camera is released once its pending call returns", self.label)
+            self._blocked = cap
 
 
 class PiCameraSource:
@@ -313,8 +410,9 @@ class PiCameraSource:
 
 
 def make_source(source: str, *, width: int | None = None, height: int | None = None, fps: float = 0,
-                loop: bool = False) -> FrameSource:
-    """Build the source a config `camera.source` string names (validated already by the config)."""
+                loop: bool = False, read_timeout_s: float = 10.0) -> FrameSource:
+    """Build the source a config `camera.source` string names (validated already by the config).
+    `read_timeout_s` bounds each open and read of a camera, after which it counts as failed."""
     scheme = urlsplit(source).scheme if ":" in source else ""
     if scheme == "file":
         rest = source.split(":", 1)[1]
@@ -323,16 +421,16 @@ def make_source(source: str, *, width: int | None = None, height: int | None = N
             return ImageFolderSource(path, fps=fps or 10.0, loop=loop)
         return VideoFileSource(path, fps_limit=fps, loop=loop)
     if scheme in ("rtsp", "http", "https"):
-        return OpenCVStreamSource(source, redact(source), width, height)
+        return OpenCVStreamSource(source, mask_credentials(source), width, height, read_timeout_s)
     if scheme == "v4l2":
         dev = source.split(":", 1)[1] or "/dev/video0"
         target: str | int = int(dev) if dev.isdigit() else dev
-        return OpenCVStreamSource(target, f"v4l2:{dev}", width, height)
+        return OpenCVStreamSource(target, f"v4l2:{dev}", width, height, read_timeout_s)
     if scheme == "picamera":
         num = source.split(":", 1)[1] or "0"
         if not num.isdigit():
             raise SourceError(f"{source}: picamera source needs a camera number, e.g. picamera:0")
-        return PiCameraSource(int(num), width, height)
+        return PiCameraSource(int(num), width, height, read_timeout_s)
     raise SourceError(f"{source!r}: unknown scheme {scheme!r}, expected rtsp, http, picamera, v4l2, file")
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import MODELS, SHARED_DATA
+from conftest import MODELS, SHARED_DATA, free_port
 from edge.camera_tools import Targets, advise, exposure, filesystem_type, plate_width, sharpness, storage_warning
 from edge.types import Detection
 from media import real_frames, write_video
@@ -274,6 +276,44 @@ def test_aim_takes_source_roi_and_thresholds_from_the_config(tmp_path, video, mo
     assert rep["frames"] == 12 and rep["plates"] == sum(len(w) for w in model_view.widths) > 0
     assert rep["plates_ignored"] == rep["plates"], "every plate lies outside the configured ROI"
     assert rep["vehicles"] == 0, "the daemon would read none of them"
+
+
+# ----- a camera that cannot be reached -------------------------------------------------------------
+
+@needs_models
+def test_snapshot_of_an_unreachable_camera_fails_in_bounded_time_naming_it(tmp_path):
+    """It used to retry for ever, printing "reconnecting" while the technician waited."""
+    port = free_port()  # nobody listens there: the camera is off or the address is wrong
+    out = tmp_path / "snap.jpg"
+    t0 = time.monotonic()
+    r = run_camera("snapshot", "--source", f"rtsp://admin:s3cret@127.0.0.1:{port}/stream1", "-o", str(out),
+                   timeout=90)  # the default --timeout (15 s)
+    assert r.returncode == 2, r.stderr
+    assert time.monotonic() - t0 < 60
+    assert (f"anpr-edge camera snapshot: rtsp://***@127.0.0.1:{port}/stream1: no frame within 15 s "
+            "(last error: cannot open stream (unreachable, refused or not a video))") in r.stderr
+    assert "s3cret" not in r.stderr + r.stdout and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+@needs_models
+def test_aim_at_a_camera_that_never_answers_stops_at_the_timeout(tmp_path):
+    with socket.socket() as silent:  # accepts connections (the kernel does) and never says a word
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        t0 = time.monotonic()
+        r = run_camera("aim", "--once", "--timeout", "3", "--source", f"rtsp://admin:s3cret@127.0.0.1:{port}/x",
+                       timeout=90)
+    assert r.returncode == 2, r.stderr
+    assert time.monotonic() - t0 < 30
+    assert f"anpr-edge camera aim: rtsp://***@127.0.0.1:{port}/x: no frame within 3 s (" in r.stderr
+    assert "s3cret" not in r.stderr + r.stdout and "Traceback" not in r.stderr
+
+
+def test_camera_timeout_must_be_seconds():
+    r = run_camera("snapshot", "--source", "rtsp://127.0.0.1:1/x", "-o", "x.jpg", "--timeout", "-1")
+    assert r.returncode == 2 and "argument --timeout: must be 0 or more seconds" in r.stderr
 
 
 # ----- keeping snapshots off the unit's storage ---------------------------------------------------

@@ -168,7 +168,7 @@ def test_unexpected_exception_is_logged_without_password_and_the_camera_reopened
         finally:
             cap.stop()
     assert ("reconnecting", "rtsp://10.0.0.5:554/stream1: unexpected RuntimeError: decoder crashed on "
-            "rtsp://10.0.0.5:554/stream1") in states
+            "rtsp://***@10.0.0.5:554/stream1") in states
     assert "decoder crashed" in caplog.text and "Traceback" in caplog.text
     assert "hunter2" not in caplog.text and all("hunter2" not in e for _, e in states)
 
@@ -251,3 +251,29 @@ def test_stop_before_start_is_harmless(tmp_path):
     cap = Capture(VideoFileSource(write_video(tmp_path / "v.mp4", n=2)))
     cap.stop()
     assert cap.stats.state == "stopped" and cap.ended
+
+
+def test_a_camera_whose_read_hangs_is_reported_by_name_and_reopened(tmp_path):
+    # A USB camera unplugged mid-frame, or a hung driver, blocks cv2's read for ever: the capture thread
+    # hung with it, the status said "streaming" and nothing reconnected. A named pipe blocks the same way.
+    from media import PipeCamera
+    from edge.sources import OpenCVStreamSource
+
+    pipe = PipeCamera(tmp_path / "cam")
+    pipe.serve()  # each opener: real frames, then silence with the pipe held open, until unplugged
+    states = []
+    src = OpenCVStreamSource(str(pipe.path), "pipe:cam", read_timeout_s=0.5)
+    cap = Capture(src, queue_size=4, backoff_initial_s=0.2, backoff_max_s=0.5,
+                  on_state=lambda s, e: states.append((s, e))).start()
+    try:
+        assert wait_for(lambda: cap.stats.frames > 50, 30), "no frames from the pipe"
+        assert wait_for(lambda: cap.stats.state == "reconnecting", 10), "a read that hangs is never reported"
+        assert ("reconnecting", "pipe:cam: no frame for 2.5 s (camera stalled or unplugged, or its driver hangs)") \
+            in states
+        stalled_at = cap.stats.frames
+        pipe.unplug()  # the stuck read returns (end of stream), and the next open is served again
+        assert wait_for(lambda: cap.stats.frames > stalled_at + 50, 30), "the camera was not reopened"
+        assert cap.stats.state == "streaming" and cap.stats.reconnects >= 1
+    finally:
+        cap.stop()
+        pipe.close()

@@ -5,15 +5,15 @@ from __future__ import annotations
 import http.server
 import shutil
 import threading
+import time
 from datetime import timezone
 
 import cv2
 import pytest
 
 from conftest import free_port
-from edge.sources import (ImageFolderSource, OpenCVStreamSource, SourceError, VideoFileSource, iterate,
-                          make_source, redact)
-from media import real_frames, write_video
+from edge.sources import ImageFolderSource, OpenCVStreamSource, SourceError, VideoFileSource, iterate, make_source
+from media import PipeCamera, real_frames, write_video
 
 
 def test_video_file_frames_carry_both_clocks(tmp_path):
@@ -74,9 +74,9 @@ def test_make_source_schemes(tmp_path):
         make_source("rtps://cam/1")
 
 
-def test_redact_removes_credentials():
-    assert redact("rtsp://admin:pw@cam.local:554/s") == "rtsp://cam.local:554/s"
-    assert redact("http://cam/video") == "http://cam/video"
+def test_stream_labels_mask_credentials():
+    assert make_source("rtsp://admin:pw@cam.local:554/s").label == "rtsp://***@cam.local:554/s"
+    assert make_source("http://cam/video").label == "http://cam/video"
 
 
 class MjpegServer:
@@ -133,17 +133,92 @@ def test_unreachable_stream_is_a_clear_error():
         src.open()
 
 
-def test_redact_hides_passwords_that_url_parsing_misses():
+def within(seconds: float, fn):
+    """fn() in a thread; its exception (or None), or AssertionError when it is still blocked after
+    `seconds` (a hang fails the test instead of hanging the run; the thread is left to the pipe's unplug)."""
+    outcome: list = []
+
+    def run():
+        try:
+            fn()
+            outcome.append(None)
+        except Exception as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert outcome, f"still blocked after {seconds} s"
+    return outcome[0]
+
+
+def camera_threads(label: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"camera {label}"]
+
+
+def test_a_camera_that_never_answers_the_open_is_an_error_in_bounded_time(tmp_path):
+    # (a hung driver, or a pipe nobody writes to: OpenCV's open/read timeouts do not bound it, and the
+    # capture thread hung for ever, reporting nothing)
+    pipe = PipeCamera(tmp_path / "cam")  # nobody writes: an open blocks for ever
+    src = OpenCVStreamSource(str(pipe.path), "pipe:cam", read_timeout_s=0.5)
+    try:
+        t0 = time.monotonic()
+        error = within(15, src.open)
+        assert isinstance(error, SourceError) and str(error) == \
+            "pipe:cam: no answer within 2.5 s while opening (camera, network or driver hangs)"
+        assert time.monotonic() - t0 < 6
+        # while that call is stuck, no second one is started (each would leave a thread behind)
+        error = within(2, src.open)
+        assert isinstance(error, SourceError) and "still not returned" in str(error)
+        assert len(camera_threads("pipe:cam")) == 1
+    finally:
+        pipe.close()
+    assert wait_until(lambda: not camera_threads("pipe:cam")), "the stuck call returned, but its thread stays"
+
+
+def test_a_camera_whose_read_blocks_is_an_error_naming_it(tmp_path):
+    pipe = PipeCamera(tmp_path / "cam")
+    pipe.serve()  # real frames, then silence with the pipe held open: the next read blocks
+    src = OpenCVStreamSource(str(pipe.path), "pipe:cam", read_timeout_s=0.5)
+    frames = []
+    try:
+        assert within(30, src.open) is None
+        last_frame = [time.monotonic()]
+
+        def read_until_stuck():
+            while True:
+                frames.append(src.read())
+                last_frame[0] = time.monotonic()
+
+        error = within(30, read_until_stuck)
+        assert isinstance(error, SourceError)
+        assert str(error) == "pipe:cam: no frame for 2.5 s (camera stalled or unplugged, or its driver hangs)"
+        assert 2.4 < time.monotonic() - last_frame[0] < 6
+        assert len(frames) > 50 and frames[0].image.shape == (360, 640, 3)
+        assert within(2, src.close) is None  # close does not wait for the stuck read
+    finally:
+        pipe.close()
+    assert wait_until(lambda: not camera_threads("pipe:cam")), "the capture is released once the read returns"
+
+
+def wait_until(cond, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return cond()
+
+
+def test_labels_hide_passwords_that_url_parsing_misses():
     # urlsplit() ends the authority at the first '/', '?' or '#': such a password (typed unencoded)
     # was left whole in the label, which goes to logs, status and systemd; a bad port raised instead.
     for url in ("rtsp://admin:pa/ss@cam:554/s", "rtsp://admin:p#ss@cam:554/s", "rtsp://admin:p?ss@cam:554/s",
                 "rtsp://admin:p@ss@cam:554/s"):
-        assert redact(url) == "rtsp://cam:554/s", url
-    assert make_source("rtsp://admin:pass@cam:bad/s").label == "rtsp://cam:bad/s"
+        assert make_source(url).label == "rtsp://***@cam:554/s", url
+    assert make_source("rtsp://admin:pass@cam:bad/s").label == "rtsp://***@cam:bad/s"
     # MJPEG cameras that take credentials in the query (Foscam style)
-    assert redact("http://cam/videostream.cgi?user=admin&pwd=s3cret&rate=0") == \
+    assert make_source("http://cam/videostream.cgi?user=admin&pwd=s3cret&rate=0").label == \
         "http://cam/videostream.cgi?user=***&pwd=***&rate=0"
-    assert redact("rtsp://cam/s?channel=1&subtype=0") == "rtsp://cam/s?channel=1&subtype=0"
+    assert make_source("rtsp://cam/s?channel=1&subtype=0").label == "rtsp://cam/s?channel=1&subtype=0"
 
 
 def test_video_file_loop_keeps_the_frame_spacing(tmp_path):
@@ -159,7 +234,6 @@ def test_video_file_loop_keeps_the_frame_spacing(tmp_path):
 # ----- Raspberry Pi camera: picamera2 exists only on a Pi, so a stand-in module plays it -----
 
 import sys  # noqa: E402
-import time  # noqa: E402
 import types  # noqa: E402
 
 import numpy as np  # noqa: E402
