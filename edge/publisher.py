@@ -761,11 +761,16 @@ class Publisher:
         return json.dumps(body, separators=(",", ":")).encode()
 
     def status_snapshot(self) -> dict:
-        """The publisher's own part of the status (no plate content)."""
+        """The publisher's own part of the status (counts only, no plate content).
+
+        The hits_* counts let an operator see from the heartbeat alone that hits arrive without
+        their pictures or are stuck at the unit, not only from the unit's log.
+        """
         return {"mqtt_connected": self.connected, "mqtt_error": self.last_error,
                 "outbox_depth": self.outbox.depth(), "outbox_alarm": self.outbox.alarm,
                 "outbox_rejected": self.outbox.rejected, "outbox_oldest_s": round(self.outbox.oldest_age_s(), 1),
-                "hits_acked": self.stats.acked}
+                "hits_acked": self.stats.acked, "hits_evidence_omitted": self.stats.evidence_omitted,
+                "hits_too_large": self.stats.too_large, "hits_held_back": self.stats.held_back}
 
     def _heartbeat(self, client: mqtt.Client) -> None:
         from edge.status import sanitize_status  # local import: status depends on nothing of ours

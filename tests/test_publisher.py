@@ -636,6 +636,38 @@ def test_hit_the_broker_keeps_dropping_the_connection_for_goes_out_without_its_e
     assert "XSNB23" not in caplog.text and big["evidence"]["crop_jpeg"][:40] not in caplog.text
 
 
+@pytest.mark.parametrize("protocol, omitted, too_large, held_back", [
+    ("5", 1, 1, 0),  # the broker announces its limit: the evidence left out, the hit too large even so kept
+    ("3.1.1", 1, 0, 1),  # the broker just drops the connection: evidence left out, then the hit held back
+])
+def test_heartbeat_tells_the_operator_of_hits_without_evidence_too_large_or_held_back(
+        small_broker, tmp_path, protocol, omitted, too_large, held_back):
+    """Hits sent without their pictures, or stuck at the unit, were only in the unit's log: the
+    operator reading the heartbeat saw nothing wrong. Now the heartbeat counts them."""
+    col = Collector(small_broker.port)
+    ob = Outbox(tmp_path / "o.sqlite", cooldown_s=0)
+    msgs, _ = put_real_hits(ob)  # one with ~750 KB of evidence: goes out without it
+    ids, big = put_with_big(ob)  # one too large even without evidence: stays in the outbox
+    pub = Publisher(cfg_for(small_broker.port, protocol=protocol), ob, "unit-1")
+    pub.start()
+    want = {"hits_evidence_omitted": omitted, "hits_too_large": too_large, "hits_held_back": held_back}
+    try:
+        sent = {m["hit_id"] for m in msgs} | (set(ids) - {big})
+        assert wait_for(lambda: col.unique() >= sent and ob.depth() == 1, timeout=30), (ob.depth(), pub.stats)
+        st = pub.stats
+        assert (st.evidence_omitted, st.too_large, st.held_back) == (omitted, too_large, held_back), st
+        assert wait_for(lambda: any({k: s.get(k) for k in want} == want and s.get("outbox_depth") == 1
+                                    for s in col.status if s["state"] == "online"), timeout=10), col.status[-3:]
+    finally:
+        pub.stop()
+        col.close()
+    beats = [s for s in col.status if s["state"] == "online"]
+    assert beats and all(k in s for s in beats for k in want)  # always there, 0 while all is well
+    assert beats[0]["hits_evidence_omitted"] == beats[0]["hits_too_large"] == beats[0]["hits_held_back"] == 0
+    assert all(s[k] <= v for s in beats for k, v in want.items())  # each hit counted once
+    assert all("XSNB23" not in json.dumps(s) for s in col.status)  # counts only, never plate text
+
+
 # -- 'offline' is the last word ---------------------------------------------------------------------
 
 def test_offline_stays_the_retained_status_when_stop_meets_a_heartbeat(pbroker, tmp_path):
