@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from edge.paths import default_models_dir
-from edge.sources import FrameSource, SourceError, make_source
+from edge.sources import DEFAULT_READ_TIMEOUT_S, FrameSource, SourceError, make_source
 from edge.types import Detection, Frame, Observation, Passage, PlateRead, Point
 
 SHARPNESS_WIDTH = 160  # crops are scaled to this width first, so sharpness compares across zoom levels
@@ -433,7 +433,7 @@ def _live_frames(source: FrameSource, limit: int, timeout: float) -> Iterator[Fr
 
 def open_source(setup: Setup, timeout: float = DEFAULT_TIMEOUT_S) -> FrameSource:
     """The camera or file; a camera's single open or read gives up within `timeout` too (at most 10 s)."""
-    read_timeout = min(10.0, timeout) if timeout > 0 else 10.0
+    read_timeout = min(DEFAULT_READ_TIMEOUT_S, timeout) if timeout > 0 else DEFAULT_READ_TIMEOUT_S
     return make_source(setup.source, width=setup.width, height=setup.height, read_timeout_s=read_timeout)
 
 

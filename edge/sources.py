@@ -167,6 +167,7 @@ class ImageFolderSource:
 # FFmpeg gets its own open/read timeouts and this long past them to give up by itself, before the
 # watchdog gives up on the call
 _WATCHDOG_GRACE_S = 2.0
+DEFAULT_READ_TIMEOUT_S = 10.0  # a camera's single open or read that takes longer has failed
 
 
 class _CaptureThread:
@@ -250,7 +251,7 @@ class OpenCVStreamSource:
     live = True
 
     def __init__(self, target: str | int, label: str, width: int | None = None, height: int | None = None,
-                 read_timeout_s: float = 10.0):
+                 read_timeout_s: float = DEFAULT_READ_TIMEOUT_S):
         self.target = target
         self.label = label
         self.width = width
@@ -336,7 +337,7 @@ class PiCameraSource:
     live = True
 
     def __init__(self, camera_num: int = 0, width: int | None = None, height: int | None = None,
-                 read_timeout_s: float = 10.0):
+                 read_timeout_s: float = DEFAULT_READ_TIMEOUT_S):
         self.camera_num = camera_num
         self.size = (width or 1920, height or 1080)
         self.label = f"picamera:{camera_num}"
@@ -410,7 +411,7 @@ class PiCameraSource:
 
 
 def make_source(source: str, *, width: int | None = None, height: int | None = None, fps: float = 0,
-                loop: bool = False, read_timeout_s: float = 10.0) -> FrameSource:
+                loop: bool = False, read_timeout_s: float = DEFAULT_READ_TIMEOUT_S) -> FrameSource:
     """Build the source a config `camera.source` string names (validated already by the config).
     `read_timeout_s` bounds each open and read of a camera, after which it counts as failed."""
     scheme = urlsplit(source).scheme if ":" in source else ""
