@@ -174,17 +174,18 @@ def test_daemon_feeds_the_watchdog_only_while_frames_flow(tmp_path, broker, noti
 
     monkeypatch.setenv("WATCHDOG_USEC", "2000000")  # WatchdogSec=2s: frames must be under 1 s old
     unit = Unit(tmp_path, broker)
-    # the demo video, played once, no lists: the daemon idles after its end
-    unit.write_config(camera={"queue_size": 64})
+    # the demo video, played once at 25 fps (~9 s, whatever the machine's speed), no lists: the daemon
+    # idles after its end
+    unit.write_config(camera={"queue_size": 64, "fps": 25})
     unit.start()
     try:
         ready: list[tuple[float, str]] = []
         deadline = time.monotonic() + 90  # models load, broker connects, capture starts
         while not ready and time.monotonic() < deadline:
             assert unit.proc.poll() is None, f"daemon exited:\n{unit.log_text()[-3000:]}"
-            ready = drain(notify_socket, 0.5)[:1]
+            ready = drain(notify_socket, 0.5)
         assert ready and ready[0][1].startswith("READY=1\nSTATUS=reading plates from file:"), ready
-        flowing: list[tuple[float, str]] = []
+        flowing: list[tuple[float, str]] = ready[1:]  # keep-alives that came with READY in the same drain
         st = {}
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
