@@ -60,7 +60,7 @@ RECIPES: dict[str, Recipe] = {
             Stage("s5", ("--steps", "7000", "--lr", "7e-4", "--seed", "5", "--emblem-p", "0.5",
                          "--furniture-p", "0.7", "--tag", "v1s5", "--threads", "1", "--workers", "1")),
         )),
-    # models/detector.md, "Training": det-0.3
+    # models/detector.md, "Training": det-0.4
     "detector": Recipe(
         script="train_detector.py", output="last.onnx", install_as="detector.onnx",
         folder_option="--run", export_option=None,
@@ -69,6 +69,7 @@ RECIPES: dict[str, Recipe] = {
                   init_from_prev=False),
             Stage("s2", ("--steps", "3000", "--lr", "1e-3", "--seed", "5", "--version", "det-0.2")),
             Stage("s3", ("--steps", "1500", "--lr", "5e-4", "--seed", "7", "--version", "det-0.3")),
+            Stage("s4", ("--steps", "2500", "--lr", "3e-4", "--seed", "8", "--version", "det-0.4")),
         )),
 }
 

@@ -52,15 +52,18 @@ def test_the_last_stage_matches_the_shipped_model_version():
 
 def test_finished_stages_are_skipped_and_a_run_resumes_at_the_first_unfinished(tmp_path):
     recipe = tr.RECIPES["detector"]
-    assert tr.pending(recipe, tmp_path) == [0, 1, 2]
-    (tmp_path / "s1").mkdir()
-    (tmp_path / "s1" / "done").write_text("finished\n")
-    assert tr.pending(recipe, tmp_path) == [1, 2]
-    (tmp_path / "s3").mkdir()
-    (tmp_path / "s3" / "done").write_text("finished\n")  # a later marker does not skip an unfinished stage
-    assert tr.pending(recipe, tmp_path) == [1, 2]
-    for s in ("s2",):
-        (tmp_path / s).mkdir()
+    n = len(recipe.stages)
+    assert n >= 3
+    assert tr.pending(recipe, tmp_path) == list(range(n))
+    names = [s.name for s in recipe.stages]
+    (tmp_path / names[0]).mkdir()
+    (tmp_path / names[0] / "done").write_text("finished\n")
+    assert tr.pending(recipe, tmp_path) == list(range(1, n))
+    (tmp_path / names[2]).mkdir()
+    (tmp_path / names[2] / "done").write_text("finished\n")  # a later marker does not skip an unfinished stage
+    assert tr.pending(recipe, tmp_path) == list(range(1, n))
+    for s in names[1:]:
+        (tmp_path / s).mkdir(exist_ok=True)
         (tmp_path / s / "done").write_text("finished\n")
     assert tr.pending(recipe, tmp_path) == []
 
