@@ -10,7 +10,7 @@ Plate texts never go into logs or exception messages here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -124,6 +124,35 @@ def _layout_score(read: PlateRead) -> float:
     return float(np.exp(np.log(c).mean())) * (1.0 if len(read.text) >= 4 else 0.5)
 
 
+# Doubtful reads are read again from slightly padded (+) and trimmed (-) copies of the crop, as
+# (share of the width, share of the height) per side: a box a little too tight or too loose, or a
+# row split that falls badly, then gets other chances, and the text the copies agree on wins.
+_REREAD_FRAMES: tuple[tuple[float, float], ...] = (
+    (0.04, 0.06), (0.08, 0.12), (-0.02, -0.04), (-0.04, -0.06), (0.06, 0.0), (0.0, 0.10))
+
+
+# ... but only reads that are nearly there: under this layout score a read is mostly a badge, a grille
+# or an unreadable plate, and seven reads of it cost time and find nothing.
+_REREAD_MIN_SCORE = 0.5
+
+
+def reframed(crop: np.ndarray, fx: float, fy: float) -> np.ndarray | None:
+    """`crop` padded (edge pixels repeated) or trimmed by fx of its width and fy of its height on
+    each side; None when trimming would leave too little to read."""
+    h, w = crop.shape[:2]
+    px, py = int(round(w * abs(fx))), int(round(h * abs(fy)))
+    if fx < 0:
+        if w - 2 * px < 8:
+            return None
+        crop = crop[:, px: w - px]
+    if fy < 0:
+        if h - 2 * py < 6:
+            return None
+        crop = crop[py: h - py]
+    return cv2.copyMakeBorder(crop, py if fy > 0 else 0, py if fy > 0 else 0, px if fx > 0 else 0,
+                              px if fx > 0 else 0, cv2.BORDER_REPLICATE)
+
+
 _MARK_DOUBT = 0.8  # a character a coloured mark produced is read with less confidence than this
 _MARK_COVER = 0.25  # ... and sits where a mark covers at least this share of a column of the model's line
 
@@ -150,7 +179,7 @@ class PlateRecognizer:
     """Reads plate crops with the ONNX recognizer: text, per-character and overall confidence, top-k."""
 
     def __init__(self, model_path: str | Path, threads: int = 1, *, top_k: int = 5, dutch_grammar: bool = True,
-                 ignore_marks: bool = True):
+                 ignore_marks: bool = True, reread_below: float = 0.9):
         self.contract = ModelContract.from_onnx(model_path)
         self.session = make_session(model_path, threads)
         c = self.contract
@@ -171,6 +200,7 @@ class PlateRecognizer:
         self.top_k = top_k
         self.dutch_grammar = dutch_grammar
         self.ignore_marks = ignore_marks
+        self.reread_below = reread_below  # least character confidence under which a crop is read again, reframed
         self._mean = np.float32(c.mean[0])
         self._std = np.float32(c.std[0])
 
@@ -212,8 +242,33 @@ class PlateRecognizer:
         return self._read(crop, rectified=False)
 
     def _read(self, crop: np.ndarray, rectified: bool) -> PlateRead:
+        """One read of the crop; a doubtful one is read again from reframed copies of the crop
+        (`_REREAD_FRAMES`) and the text with the most summed layout score wins, its confidence
+        scaled by that text's share of the summed scores (copies that disagree make it less sure)."""
         if not isinstance(crop, np.ndarray) or crop.ndim not in (2, 3) or crop.size == 0:
             raise ValueError("read_crop: crop must be a non-empty H x W (x 3) uint8 array")
+        read = self._read_once(crop, rectified)
+        if not read.text or _layout_score(read) < _REREAD_MIN_SCORE \
+                or min(read.char_confidences) >= self.reread_below:
+            return read
+        votes: dict[str, list] = {read.text: [_layout_score(read), _layout_score(read), read]}
+        for fx, fy in _REREAD_FRAMES:
+            copy = reframed(crop, fx, fy)
+            if copy is None:
+                continue
+            again = self._read_once(copy, rectified)
+            score = _layout_score(again)
+            entry = votes.setdefault(again.text, [0.0, -1.0, again])
+            entry[0] += score
+            if score > entry[1]:  # each text is represented by its most confident reading
+                entry[1], entry[2] = score, again
+        total, _, best = max(votes.values(), key=lambda e: e[0])
+        share = total / max(sum(e[0] for e in votes.values()), 1e-9)
+        return replace(best, confidence=best.confidence * share)
+
+    def _read_once(self, crop: np.ndarray, rectified: bool) -> PlateRead:
+        """The best read over the layout hypotheses, read again with coloured marks painted out
+        when a doubtful character may be one."""
         read, two_row, decoded = self._read_layouts(crop, rectified)
         if self.ignore_marks and read.text and min(read.char_confidences, default=1.0) < _MARK_DOUBT:
             marks = paint_out_marks(crop)

@@ -34,6 +34,8 @@ def main(argv=None) -> int:
     ap.add_argument("--size", default="640x480", help="frame size WxH")
     ap.add_argument("--recognizer", type=Path, default=ROOT / "models" / "recognizer.onnx")
     ap.add_argument("--min-score", type=float, default=0.4, help="as `anpr-edge read --min-score`")
+    ap.add_argument("--no-reread", action="store_true",
+                    help="do not read doubtful plates again from padded and trimmed copies (the serving default does)")
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
     det = PlateDetector(args.model, threads=args.threads)
@@ -50,7 +52,7 @@ def main(argv=None) -> int:
     print(f"model {args.model} (version {det.version}), {w}x{h}, intra-op threads {args.threads}, {args.runs} runs")
     print(f"detect         median {statistics.median(times):.2f} ms  p90 {times[int(0.9 * len(times))]:.2f} ms  "
           f"min {times[0]:.2f} ms  max {times[-1]:.2f} ms")
-    rec = PlateRecognizer(args.recognizer, threads=args.threads)
+    rec = PlateRecognizer(args.recognizer, threads=args.threads, reread_below=0.0 if args.no_reread else 0.9)
     times, plates = [], 0
     for i in range(args.runs):
         f = frames[i % len(frames)]

@@ -122,13 +122,15 @@ def main(argv=None) -> int:
                     help="damage strength of the main hold-out (the harsher training mix is reported too)")
     ap.add_argument("--no-grammar", action="store_true", help="greedy reads only (no Dutch sidecode decoding)")
     ap.add_argument("--no-marks", action="store_true", help="do not re-read crops with coloured marks painted out")
+    ap.add_argument("--no-reread", action="store_true",
+                    help="do not read doubtful crops again from padded and trimmed copies")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     ap.add_argument("--errors", type=Path, default=None,
                     help="list the misreads of eu2 and the hold-out (truth -> read) and save their crops here")
     args = ap.parse_args(argv)
 
     rec = PlateRecognizer(args.model, threads=1, dutch_grammar=not args.no_grammar,
-                          ignore_marks=not args.no_marks)
+                          ignore_marks=not args.no_marks, reread_below=0.0 if args.no_reread else 0.9)
     print(f"model {args.model} version {rec.contract.version} grammar {'off' if args.no_grammar else 'on'}")
     figures: dict[str, float] = {}
     t0 = time.time()

@@ -122,7 +122,7 @@ def test_reads_real_foreign_crops_without_forcing_them_dutch(rec, shared_data):
 def test_coats_of_arms_are_not_read_as_letters(rec, shared_data):
     """Austrian arms between district and number were read as a letter ("W86469A" as "WF86469A");
     the crop is read again with the coloured marks painted out and the doubtful letter dropped."""
-    plain = PlateRecognizer(MODEL, threads=1, ignore_marks=False)
+    plain = PlateRecognizer(MODEL, threads=1, ignore_marks=False, reread_below=0.0)
     items = [x for x in _eu2(shared_data, "at") if x[1] in ("W86469A", "W2829H", "FR1SFK")]
     assert len(items) == 3
     for img, text, _ in items:
@@ -149,6 +149,35 @@ def test_a_character_is_dropped_only_if_it_was_doubtful_and_on_a_mark():
     assert not _only_marks_dropped(first, r("W86469A", [0.2] * 7), on_f)  # the re-read is less sure
     doubt_elsewhere = r("WF86469A", [1.0, 0.34, 1.0, 0.5, 1.0, 1.0, 0.98, 1.0])
     assert not _only_marks_dropped(doubt_elsewhere, again, on_f)  # a poor read is not made to look sure
+
+
+def test_reframed_copies_pad_or_trim_each_side():
+    from edge.recognizer import reframed
+
+    crop = np.arange(40 * 100, dtype=np.uint8).reshape(40, 100)
+    assert reframed(crop, 0.1, 0.0).shape == (40, 120)
+    assert reframed(crop, 0.0, 0.1).shape == (48, 100)
+    trimmed = reframed(crop, -0.1, -0.1)
+    assert trimmed.shape == (32, 80) and trimmed[0, 0] == crop[4, 10]
+    padded = reframed(crop, 0.05, 0.05)
+    assert padded[0, 0] == crop[0, 0] and (padded[2:-2, 5:-5] == crop).all()  # edge pixels repeated
+    assert reframed(np.zeros((8, 12), np.uint8), -0.3, 0.0) is None  # too little left to read
+
+
+def test_doubtful_reads_are_read_again_from_reframed_crops(rec, shared_data):
+    """A read with a character under 0.9 is read again from padded and trimmed copies of the crop;
+    the text the copies agree on wins. Confident reads are never changed."""
+    once = PlateRecognizer(MODEL, threads=1, reread_below=0.0)
+    items = _eu2(shared_data)
+    changed = better = worse = 0
+    for img, text, _ in items:
+        first, final = once.read_crop(img), rec.read_crop(img)
+        if first.text and min(first.char_confidences) >= 0.9:
+            assert final == first
+        changed += final.text != first.text
+        better += final.text == text and first.text != text
+        worse += first.text == text and final.text != text
+    assert changed and better > worse, (changed, better, worse)
 
 
 def test_reads_rendered_plates_through_corners(rec):
