@@ -15,21 +15,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pydantic import Field
-
-from edge.configbase import Section
 from edge.grammar import LOOKALIKE_GROUPS, format_plate, guess_country, is_valid_nl, nl_constrained_read
 from edge.marks import paint_out_marks
 from edge.modelcontract import ModelContract, ModelContractError, make_session
 from edge.types import PlateRead
-
-
-class RecognizerConfig(Section):
-    model: Path = Field(Path("models/recognizer.onnx"), description="Path of the recognizer ONNX model.")
-    threads: int = Field(1, ge=0, le=16, description="onnxruntime intra-op threads for the recognizer (0 = all cores).")
-    top_k: int = Field(5, ge=1, le=20, description="Number of alternative texts returned with each read.")
-    dutch_grammar: bool = Field(True, description=(
-        "Resolve look-alike characters (0/O, 8/B, ...) with the Dutch sidecodes where a read is plausibly Dutch."))
 
 
 _MAX_RECT_WIDTH = 400

@@ -12,7 +12,7 @@ import pytest
 
 from edge.grammar import is_valid_nl
 from edge.modelcontract import ModelContract, ModelContractError, make_session, read_metadata
-from edge.recognizer import PlateRecognizer, RecognizerConfig, line_image, rectify
+from edge.recognizer import PlateRecognizer, line_image, rectify
 from edge.types import PlateRead
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,12 +56,6 @@ def test_contract_errors_name_the_problem(tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(ModelContractError, match="bad.onnx"):
         ModelContract.from_onnx(bad)
-
-
-def test_config_section_is_strict():
-    assert RecognizerConfig().threads == 1
-    with pytest.raises(ValueError):
-        RecognizerConfig(trheads=2)
 
 
 def test_rectify_undoes_a_perspective_view():
