@@ -81,13 +81,15 @@ class Tally:
     def add(self, dets, gts, ignore=()):
         self.rows.append((dets, gts, list(ignore)))
 
-    def at(self, thr: float, min_width: float = 0.0) -> dict:
+    def at(self, thr: float, min_width: float = 0.0, drop_narrow: bool = False) -> dict:
         """Figures at a score threshold; plates narrower than min_width are 'don't care' (neither missed
-        nor false when found), the usual protocol for objects below the size a system is meant for."""
+        nor false when found), the usual protocol for objects below the size a system is meant for.
+        drop_narrow: detections narrower than min_width are dropped before matching, as the unit's
+        pipeline drops them (it never reads them), so they count neither as found nor as false."""
         n_gt = n_det = n_tp = 0
         cerr = []
         for dets, gts, ignore in self.rows:
-            d = [x for x in dets if x[0] >= thr]
+            d = [x for x in dets if x[0] >= thr and (not drop_narrow or x[1][2] - x[1][0] >= min_width)]
             pairs = match(d, gts)
             small = {j for j, g in enumerate(gts) if g[0][2] - g[0][0] < min_width}
             dont_care = {di for di, gj in pairs if gj in small}
@@ -185,11 +187,16 @@ def main(argv=None) -> int:
     for name, t in tallies.items():
         r = t.at(args.score)
         out[name] = {"at_score": r, "sweep": {str(x): t.at(x) for x in THRESHOLDS},
-                     f"min_width_{args.min_width:g}": t.at(args.score, args.min_width)}
+                     f"min_width_{args.min_width:g}": t.at(args.score, args.min_width),
+                     f"unit_min_width_{args.min_width:g}": t.at(args.score, args.min_width, drop_narrow=True)}
         print(f"{name:16s} {r['plates']:6d} {r['detections']:6d} {r['recall']:7.3f} {r['precision']:7.3f} {r['corner_err']:7.3f}")
     print(f"plates >= {args.min_width:g} px wide only (narrower ones neither missed nor false):")
     for name, t in tallies.items():
         r = t.at(args.score, args.min_width)
+        print(f"{name:16s} {r['plates']:6d} {r['detections']:6d} {r['recall']:7.3f} {r['precision']:7.3f} {r['corner_err']:7.3f}")
+    print(f"as the unit reads: detections under {args.min_width:g} px dropped too (the pipeline never reads them):")
+    for name, t in tallies.items():
+        r = t.at(args.score, args.min_width, drop_narrow=True)
         print(f"{name:16s} {r['plates']:6d} {r['detections']:6d} {r['recall']:7.3f} {r['precision']:7.3f} {r['corner_err']:7.3f}")
     print("sweep (recall/precision):")
     for name, t in tallies.items():

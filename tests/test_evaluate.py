@@ -166,3 +166,20 @@ def test_bench_report_prints_the_share_of_frames_and_detections_that_skipped_wor
         assert f"{r['detect_frames']} ({skip_det:.0%})" in row
         assert f"({r['skipped_reads']}, {skip_read:.0%})" in row
     assert any("640x480" in k for k in data["results"]) and any("1920x1080" in k for k in data["results"])
+
+
+def test_detector_tally_as_the_unit_reads_drops_narrow_detections():
+    """eval_detector's third table: a detection narrower than the unit's min_plate_width is neither a
+    found plate nor a false one (the pipeline never reads it); the second table still counts it false."""
+    import eval_detector as ed
+
+    wide, narrow = (100.0, 100.0, 180.0, 120.0), (300.0, 50.0, 320.0, 56.0)
+    corners = ed.box_corners(wide)
+    t = ed.Tally()
+    t.add([(0.9, wide, corners), (0.8, narrow, ed.box_corners(narrow))], [(wide, corners)])
+    t.add([(0.9, (10.0, 10.0, 46.0, 20.0), ed.box_corners((10.0, 10.0, 46.0, 20.0)))],
+          [((10.0, 10.0, 50.0, 20.0), ed.box_corners((10.0, 10.0, 50.0, 20.0)))])  # a 40 px plate boxed 36 px
+    kept = t.at(0.5, 40.0)
+    assert (kept["plates"], kept["detections"], kept["recall"], kept["precision"]) == (2, 3, 1.0, 2 / 3)
+    unit = t.at(0.5, 40.0, drop_narrow=True)
+    assert (unit["plates"], unit["detections"], unit["recall"], unit["precision"]) == (2, 1, 0.5, 1.0)
