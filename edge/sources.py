@@ -331,6 +331,27 @@ class OpenCVStreamSource:
             self._blocked = cap
 
 
+def _call_within(fn: Callable[[], object], timeout_s: float, name: str) -> object:
+    """fn() run in a daemon thread; its result or exception, or TimeoutError when it has not
+    returned within timeout_s (the thread is left to finish, or to hang, on its own)."""
+    box: queue.SimpleQueue[tuple[bool, object]] = queue.SimpleQueue()
+
+    def run() -> None:
+        try:
+            box.put((True, fn()))
+        except Exception as e:  # handed to the caller, raised in its thread
+            box.put((False, e))
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    try:
+        ok, value = box.get(timeout=timeout_s)
+    except queue.Empty:
+        raise TimeoutError from None
+    if not ok:
+        raise value  # type: ignore[misc]
+    return value
+
+
 class PiCameraSource:
     """The Raspberry Pi camera through picamera2, which exists only on the Pi."""
 
@@ -345,6 +366,7 @@ class PiCameraSource:
         self._cam = None
         self._index = 0
         self._wait_timeout = False  # whether this picamera2's wait() takes a timeout
+        self._stuck = False  # a capture call never returned: nothing more is asked of this camera
 
     def open(self) -> None:
         try:
@@ -370,21 +392,27 @@ class PiCameraSource:
         except (AttributeError, TypeError, ValueError):
             self._wait_timeout = False
         if not self._wait_timeout:
-            log.warning("%s: this picamera2 cannot wait with a timeout; a stalled camera will hang capture", self.label)
+            log.info("%s: this picamera2 cannot wait with a timeout; each capture runs in a watchdog thread",
+                     self.label)
         self._cam = cam
+        self._stuck = False
 
     def read(self) -> Frame | None:
         if self._cam is None:
             raise SourceError(f"{self.label}: read before open")
+        if self._stuck:
+            raise SourceError(f"{self.label}: camera stalled (an earlier capture never returned)")
+        cam = self._cam
         try:
+            # capture_array() with no timeout blocks forever when the camera stops delivering
+            # (cable, sensor or ISP fault); a bounded wait turns that into a reconnect.
             if self._wait_timeout:
-                # capture_array() with no timeout blocks forever when the camera stops delivering
-                # (cable, sensor or ISP fault); waiting with one turns that into a reconnect.
-                job = self._cam.capture_array("main", wait=False)
-                image = self._cam.wait(job, timeout=self.read_timeout_s)
-            else:
-                image = self._cam.capture_array("main")
+                job = cam.capture_array("main", wait=False)
+                image = cam.wait(job, timeout=self.read_timeout_s)
+            else:  # an older picamera2: the blocking call runs in a thread we can stop waiting for
+                image = _call_within(lambda: cam.capture_array("main"), self.read_timeout_s, f"{self.label} capture")
         except TimeoutError:
+            self._stuck = not self._wait_timeout
             raise SourceError(f"{self.label}: no frame for {self.read_timeout_s:g} s (camera stalled)") from None
         except Exception as e:
             raise SourceError(f"{self.label}: capture failed: {e}") from None
@@ -396,7 +424,13 @@ class PiCameraSource:
     def close(self) -> None:
         if self._cam is not None:
             cam, self._cam = self._cam, None
-            self._close_camera(cam)
+            if not self._stuck:
+                self._close_camera(cam)
+                return
+            try:  # a camera whose capture never returned may not stop either: do not hang with it
+                _call_within(lambda: self._close_camera(cam), self.read_timeout_s, f"{self.label} close")
+            except TimeoutError:
+                log.warning("%s: the stalled camera did not close within %g s", self.label, self.read_timeout_s)
 
     def _close_camera(self, cam) -> None:
         # close() even when stop() fails: an unclosed camera stays claimed and cannot be reopened.

@@ -332,12 +332,40 @@ def test_picamera_is_closed_even_when_stop_fails(picamera2):
     src.close()
 
 
+def _read_gives_up_in_time(src: PiCameraSource) -> None:
+    """A read of the stalled camera (read_timeout_s 0.3) fails naming it, well before the stall ends."""
+    t0 = time.monotonic()
+    with pytest.raises(SourceError, match="picamera:0: no frame for 0.3 s"):
+        src.read()
+    assert time.monotonic() - t0 < 2.0
+
+
 def test_stalled_picamera_read_times_out(picamera2):
     picamera2.plan = ["stall"]
     src = PiCameraSource(0, 64, 48, read_timeout_s=0.3)
     src.open()
-    t0 = time.monotonic()
-    with pytest.raises(SourceError, match="no frame for 0.3 s"):
+    _read_gives_up_in_time(src)
+    src.close()
+
+
+def test_stalled_picamera_without_a_wait_timeout_times_out_too(monkeypatch):
+    """An older picamera2 whose wait() takes no timeout: the capture used to block for ever on a
+    stalled camera. It now runs in a watchdog thread; the camera is then left alone and reopened."""
+
+    class OlderPicamera2(FakePicamera2):
+        def wait(self, job):  # no timeout parameter
+            return self._array()
+
+    FakePicamera2.made, FakePicamera2.plan = [], ["stall", "ok"]
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=OlderPicamera2))
+    src = PiCameraSource(0, 64, 48, read_timeout_s=0.3)
+    src.open()
+    _read_gives_up_in_time(src)
+    with pytest.raises(SourceError, match="stalled"):  # no second call into a camera still stuck in one
         src.read()
-    assert time.monotonic() - t0 < 2.0
+    src.close()
+    assert FakePicamera2.made[0].closed
+    src.open()  # the reconnect gets a working camera
+    frame = src.read()
+    assert frame.image.shape == (48, 64, 3) and tuple(frame.image[0, 0]) == (0, 0, 255)
     src.close()
