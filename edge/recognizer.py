@@ -216,11 +216,17 @@ class PlateRecognizer:
     # ---- inference ------------------------------------------------------------------------
     def probabilities(self, crop: np.ndarray, two_row: bool) -> np.ndarray:
         """Per-time-step class probabilities (T x C) for one layout hypothesis."""
-        line = line_image(crop, self.contract.input_height, self.contract.input_width, two_row)
-        x = (line.astype(np.float32) * np.float32(1 / 255.0) - self._mean) / self._std
-        out = self.session.run(None, {self.input_name: x[None, None]})[0][0]
-        e = np.exp(out - out.max(axis=1, keepdims=True))
-        return e / e.sum(axis=1, keepdims=True)
+        return self._probabilities([(crop, two_row)])[0]
+
+    def _probabilities(self, hypotheses: list[tuple[np.ndarray, bool]]) -> list[np.ndarray]:
+        """Probabilities for several (crop, two_row) hypotheses from one batched model run: a
+        re-read's copies cost less together than one by one."""
+        h, w = self.contract.input_height, self.contract.input_width
+        lines = np.stack([line_image(crop, h, w, two_row) for crop, two_row in hypotheses])
+        x = (lines.astype(np.float32) * np.float32(1 / 255.0) - self._mean) / self._std
+        out = self.session.run(None, {self.input_name: x[:, None]})[0]
+        e = np.exp(out - out.max(axis=2, keepdims=True))
+        return list(e / e.sum(axis=2, keepdims=True))
 
     def read(self, image: np.ndarray, corners) -> PlateRead:
         """Read the plate whose corners the detector found; the rectified shape decides the layout."""
@@ -241,11 +247,9 @@ class PlateRecognizer:
                 or min(read.char_confidences) >= self.reread_below:
             return read
         votes: dict[str, list] = {read.text: [_layout_score(read), _layout_score(read), read]}
-        for fx, fy in _REREAD_FRAMES:
-            copy = reframed(crop, fx, fy)
-            if copy is None:
-                continue
-            again = self._read_once(copy, rectified)
+        copies = [c for c in (reframed(crop, fx, fy) for fx, fy in _REREAD_FRAMES) if c is not None]
+        for copy, first in zip(copies, self._read_layouts_many(copies, rectified)):
+            again = self._read_marks_aware(copy, rectified, first)
             score = _layout_score(again)
             entry = votes.setdefault(again.text, [0.0, -1.0, again])
             entry[0] += score
@@ -256,30 +260,37 @@ class PlateRecognizer:
         return replace(best, confidence=best.confidence * share)
 
     def _read_once(self, crop: np.ndarray, rectified: bool) -> PlateRead:
-        """The best read over the layout hypotheses, read again with coloured marks painted out
-        when a doubtful character may be one."""
-        read, two_row, decoded = self._read_layouts(crop, rectified)
+        return self._read_marks_aware(crop, rectified, self._read_layouts_many([crop], rectified)[0])
+
+    def _read_marks_aware(self, crop: np.ndarray, rectified: bool,
+                          first: tuple[PlateRead, bool, _Decoded]) -> PlateRead:
+        """`first` (the best read over the layout hypotheses), or the crop read again with coloured
+        marks painted out when a doubtful character may be one."""
+        read, two_row, decoded = first
         if self.ignore_marks and read.text and min(read.char_confidences, default=1.0) < _MARK_DOUBT:
             marks = paint_out_marks(crop)
             if marks is not None:
                 painted, mask = marks
-                again = self._read_layouts(painted, rectified)[0]
+                again = self._read_layouts_many([painted], rectified)[0][0]
                 on_marks = self._on_marks(crop, mask, two_row, decoded)
                 if _only_marks_dropped(read, again, on_marks):
                     return again
         return read
 
-    def _read_layouts(self, crop: np.ndarray, rectified: bool) -> tuple[PlateRead, bool, _Decoded]:
-        """The best read over the layout hypotheses, its layout and its greedy decoding."""
-        best, best_score = None, -1.0
-        for i, two_row in enumerate(self.layouts(crop, rectified)):
-            r, d = self._decode(self.probabilities(crop, two_row))
+    def _read_layouts_many(self, crops: list[np.ndarray], rectified: bool) -> list[tuple[PlateRead, bool, _Decoded]]:
+        """Per crop: the best read over its layout hypotheses, its layout and its greedy decoding
+        (every hypothesis of every crop in one model run)."""
+        hypotheses = [(k, i, crop, two_row) for k, crop in enumerate(crops)
+                      for i, two_row in enumerate(self.layouts(crop, rectified))]
+        probs = self._probabilities([(crop, two_row) for _, _, crop, two_row in hypotheses])
+        best: list[tuple[float, tuple[PlateRead, bool, _Decoded]] | None] = [None] * len(crops)
+        for (k, i, _, two_row), p in zip(hypotheses, probs):
+            r, d = self._decode(p)
             # the shape's own layout comes first; the other must be clearly more confident to win
             score = _layout_score(r) * (1.0 if i == 0 else _OTHER_LAYOUT_FACTOR)
-            if best is None or score > best_score:
-                best, best_score = (r, two_row, d), score
-        assert best is not None
-        return best
+            if best[k] is None or score > best[k][0]:
+                best[k] = (score, (r, two_row, d))
+        return [b[1] for b in best]  # type: ignore[index]
 
     def _on_marks(self, crop: np.ndarray, painted_mask: np.ndarray, two_row: bool, d: _Decoded) -> tuple[bool, ...]:
         """For each character (its time steps): does it sit on a painted-out mark in the model's line?"""
