@@ -67,6 +67,7 @@ class OutboxItem:
     created: float  # unix time the hit entered the outbox
     attempts: int
     priority: int = 0  # higher is sent first; `pending()` orders by (priority desc, seq asc)
+    evidence_omitted: str = ""  # why it is to be sent without its evidence (`omit_evidence`); "" = whole
 
 
 _SCHEMA = """
@@ -78,7 +79,8 @@ CREATE TABLE IF NOT EXISTS outbox(
     created REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL DEFAULT 0,
-    priority INTEGER NOT NULL DEFAULT 0
+    priority INTEGER NOT NULL DEFAULT 0,
+    evidence_omitted TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS cooldown(
     key BLOB PRIMARY KEY,
@@ -135,6 +137,9 @@ class Outbox:
             if "priority" not in cols:
                 self._db.execute("ALTER TABLE outbox ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
                 log.info("outbox %s: added the priority column (waiting hits get priority 0)", self.path)
+            if "evidence_omitted" not in cols:
+                self._db.execute("ALTER TABLE outbox ADD COLUMN evidence_omitted TEXT NOT NULL DEFAULT ''")
+                log.info("outbox %s: added the evidence_omitted column", self.path)
             self._db.execute(_ORDER_INDEX)
             self._db.execute("COMMIT")
         except sqlite3.Error:
@@ -272,7 +277,7 @@ class Outbox:
         Hits acknowledged by `ack()` are never returned again, also when their DELETE failed.
         """
         now = time.time() if now is None else now
-        cols = "seq, hit_id, topic, payload, created, attempts, priority"
+        cols = "seq, hit_id, topic, payload, created, attempts, priority, evidence_omitted"
         order = "ORDER BY priority DESC, seq"  # served by the outbox_order index
         with self._lock:
             for h in [h for h, until in self._held.items() if until <= now]:
@@ -296,7 +301,7 @@ class Outbox:
                     part = seqs[i:i + 500]
                     rows += self._db.execute(f"SELECT {cols} FROM outbox WHERE seq IN ({','.join('?' * len(part))}) "
                                              f"{order}", part).fetchall()
-        return [OutboxItem(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6]) for r in rows]
+        return [OutboxItem(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6], r[7]) for r in rows]
 
     def ack(self, *hit_ids: str) -> int:
         """The broker acknowledged these hits: delete them (one transaction); returns how many were stored.
@@ -387,6 +392,18 @@ class Outbox:
             except sqlite3.Error as e:
                 self._held[hit_id] = now + delay_s
                 log.warning("outbox: cannot record the hold-back of hit %s (%s); held in memory", hit_id, e)
+
+    def omit_evidence(self, hit_id: str, note: str) -> bool:
+        """Record that the hit is to be sent without its evidence from now on, and why, so that a
+        restart does not first repeat what made that necessary (a broker dropping the connection on
+        it). The full message stays stored. False (logged, never raised) when it cannot be written."""
+        with self._lock:
+            try:
+                self._db.execute("UPDATE outbox SET evidence_omitted = ? WHERE hit_id = ?", (note, hit_id))
+                return True
+            except sqlite3.Error as e:
+                log.warning("outbox: cannot record that hit %s goes without evidence (%s)", hit_id, e)
+                return False
 
     def depth(self) -> int:
         """Hits waiting for the broker's acknowledgement (acknowledged ones whose delete failed are not counted)."""

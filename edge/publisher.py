@@ -656,7 +656,9 @@ class Publisher:
             # back would only repeat this later. Without its images the operator still learns of it.
             if len(self._slim) >= 10_000:
                 self._slim.clear()
-            self._slim[oldest.hit_id] = f"broker closed the connection {drops} times in a row while it was sent"
+            note = f"broker closed the connection {drops} times in a row while it was sent"
+            self._slim[oldest.hit_id] = note
+            self.outbox.omit_evidence(oldest.hit_id, note)  # also after a restart, without new drops
             log.warning("the connection dropped %d times in a row while hit %s was the oldest in flight; "
                         "sending it once more without its evidence images", drops, oldest.hit_id)
             self._state.inflight.clear()  # that connection is gone; the next one re-sends from the outbox
@@ -713,7 +715,7 @@ class Publisher:
         the hit matters more than its pictures. The outbox keeps the full message; the PUBACK of the
         smaller one deletes it. (None, "") when not even that fits the broker's limit.
         """
-        payload, note = item.payload, self._slim.get(item.hit_id, "")
+        payload, note = item.payload, self._slim.get(item.hit_id) or item.evidence_omitted
         if note:
             slim = without_evidence(item.payload, note)
             payload, note = (slim, note) if slim is not None else (item.payload, "")

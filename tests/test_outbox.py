@@ -77,6 +77,19 @@ def test_defer_holds_back_and_counts_attempts(tmp_path):
     assert [p.hit_id for p in later] == [a, b] and later[0].attempts == 1
 
 
+def test_a_hit_marked_to_go_without_evidence_stays_marked_after_a_restart(tmp_path):
+    path = tmp_path / "o.sqlite"
+    with Outbox(path) as ob:
+        ob.put("t", b'{"evidence": 1}', "big", now=100.0)
+        ob.put("t", b"{}", "small", now=100.0)
+        assert ob.omit_evidence("big", "broker closed the connection 3 times in a row while it was sent")
+    with Outbox(path) as ob:
+        items = {i.hit_id: i for i in ob.pending(10, now=200.0)}
+        assert items["big"].evidence_omitted == "broker closed the connection 3 times in a row while it was sent"
+        assert items["big"].payload == b'{"evidence": 1}'  # the full message is kept
+        assert items["small"].evidence_omitted == ""
+
+
 def test_cooldown_suppresses_same_plate_same_list_and_stores_no_text(tmp_path):
     path = tmp_path / "o.sqlite"
     ob = Outbox(path, cooldown_s=60)
@@ -399,10 +412,10 @@ def test_outbox_file_of_the_old_schema_is_migrated_in_place(tmp_path, caplog):
     old.close()
     caplog.set_level(logging.INFO, logger="edge.outbox")
     with Outbox(path, cooldown_s=0) as ob:
-        assert "added the priority column" in caplog.text
+        assert "added the priority column" in caplog.text and "added the evidence_omitted column" in caplog.text
         items = ob.pending(10, now=200.0)
-        assert [(i.hit_id, i.priority, i.attempts, i.payload) for i in items] == \
-            [("old-1", 0, 2, b'{"n":1}'), ("old-2", 0, 0, b'{"n":2}')]
+        assert [(i.hit_id, i.priority, i.attempts, i.payload, i.evidence_omitted) for i in items] == \
+            [("old-1", 0, 2, b'{"n":1}', ""), ("old-2", 0, 0, b'{"n":2}', "")]
         assert ob.put("t", b"{}", "urgent", now=150.0, priority=900)
         assert ob.put("t", b"{}", "new-0", now=150.0)
         assert [i.hit_id for i in ob.pending(10, now=200.0)] == ["urgent", "old-1", "old-2", "new-0"]
@@ -411,7 +424,7 @@ def test_outbox_file_of_the_old_schema_is_migrated_in_place(tmp_path, caplog):
         assert "outbox_order" in str(plan)
     caplog.clear()
     with Outbox(path, cooldown_s=0) as ob:  # opening it again changes nothing
-        assert "added the priority column" not in caplog.text
+        assert "added the" not in caplog.text
         assert [i.hit_id for i in ob.pending(10, now=200.0)] == ["urgent", "old-1", "old-2", "new-0"]
     cols = {r[1]: (r[2], r[3], r[4]) for r in sqlite3.connect(path).execute("PRAGMA table_info(outbox)")}
     assert cols["priority"] == ("INTEGER", 1, "0")

@@ -636,6 +636,27 @@ def test_hit_the_broker_keeps_dropping_the_connection_for_goes_out_without_its_e
     assert "XSNB23" not in caplog.text and big["evidence"]["crop_jpeg"][:40] not in caplog.text
 
 
+def test_a_hit_marked_before_a_restart_goes_without_its_evidence_at_once(small_broker, tmp_path):
+    """The drops that made a hit go without its evidence are remembered in the outbox: after a
+    restart it is sent slim straight away instead of dropping the connection three more times."""
+    ob = Outbox(tmp_path / "o.sqlite", cooldown_s=0)
+    msgs, big = put_real_hits(ob)
+    note = "broker closed the connection 3 times in a row while it was sent"
+    ob.omit_evidence(big["hit_id"], note)  # what the unit's previous run recorded
+    ob.close()
+    col = Collector(small_broker.port)
+    ob = Outbox(tmp_path / "o.sqlite", cooldown_s=0)
+    pub = Publisher(cfg_for(small_broker.port, protocol="3.1.1"), ob, "unit-1")
+    pub.start()
+    try:
+        got = _delivered_without_evidence(msgs, big, col, ob, pub)
+        assert got["evidence_omitted"] == note
+        assert pub.stats.connects == 1  # not cut off again
+    finally:
+        pub.stop()
+        col.close()
+
+
 @pytest.mark.parametrize("protocol, omitted, too_large, held_back", [
     ("5", 1, 1, 0),  # the broker announces its limit: the evidence left out, the hit too large even so kept
     ("3.1.1", 1, 0, 1),  # the broker just drops the connection: evidence left out, then the hit held back
