@@ -260,6 +260,7 @@ class PlateRecognizer:
         return replace(best, confidence=best.confidence * share)
 
     def _read_once(self, crop: np.ndarray, rectified: bool) -> PlateRead:
+        """One read of the crop as it is: the best layout, coloured marks considered."""
         return self._read_marks_aware(crop, rectified, self._read_layouts_many([crop], rectified)[0])
 
     def _read_marks_aware(self, crop: np.ndarray, rectified: bool,
