@@ -120,6 +120,9 @@ _REREAD_FRAMES: tuple[tuple[float, float], ...] = (
     (0.04, 0.06), (0.08, 0.12), (-0.02, -0.04), (-0.04, -0.06), (0.06, 0.0), (0.0, 0.10))
 
 
+# A read is doubtful when its least confident character is under this (PlateRecognizer's reread_below).
+DEFAULT_REREAD_BELOW = 0.9
+
 # ... but only reads that are nearly there: under this layout score a read is mostly a badge, a grille
 # or an unreadable plate, and seven reads of it cost time and find nothing.
 _REREAD_MIN_SCORE = 0.5
@@ -168,7 +171,7 @@ class PlateRecognizer:
     """Reads plate crops with the ONNX recognizer: text, per-character and overall confidence, top-k."""
 
     def __init__(self, model_path: str | Path, threads: int = 1, *, top_k: int = 5, dutch_grammar: bool = True,
-                 ignore_marks: bool = True, reread_below: float = 0.9):
+                 ignore_marks: bool = True, reread_below: float = DEFAULT_REREAD_BELOW):
         self.contract = ModelContract.from_onnx(model_path)
         self.session = make_session(model_path, threads)
         c = self.contract
@@ -243,10 +246,10 @@ class PlateRecognizer:
         if not isinstance(crop, np.ndarray) or crop.ndim not in (2, 3) or crop.size == 0:
             raise ValueError("read_crop: crop must be a non-empty H x W (x 3) uint8 array")
         read = self._read_once(crop, rectified)
-        if not read.text or _layout_score(read) < _REREAD_MIN_SCORE \
-                or min(read.char_confidences) >= self.reread_below:
+        first_score = _layout_score(read)
+        if not read.text or first_score < _REREAD_MIN_SCORE or min(read.char_confidences) >= self.reread_below:
             return read
-        votes: dict[str, list] = {read.text: [_layout_score(read), _layout_score(read), read]}
+        votes: dict[str, list] = {read.text: [first_score, first_score, read]}
         copies = [c for c in (reframed(crop, fx, fy) for fx, fy in _REREAD_FRAMES) if c is not None]
         for copy, first in zip(copies, self._read_layouts_many(copies, rectified)):
             again = self._read_marks_aware(copy, rectified, first)

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector_train.sets import ROOT, load_set  # noqa: E402
 from edge.detector import PlateDetector  # noqa: E402
-from edge.recognizer import PlateRecognizer  # noqa: E402
+from edge.recognizer import DEFAULT_REREAD_BELOW, PlateRecognizer  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     print(f"model {args.model} (version {det.version}), {w}x{h}, intra-op threads {args.threads}, {args.runs} runs")
     print(f"detect         median {statistics.median(times):.2f} ms  p90 {times[int(0.9 * len(times))]:.2f} ms  "
           f"min {times[0]:.2f} ms  max {times[-1]:.2f} ms")
-    rec = PlateRecognizer(args.recognizer, threads=args.threads, reread_below=0.0 if args.no_reread else 0.9)
+    rec = PlateRecognizer(args.recognizer, threads=args.threads,
+                          reread_below=0.0 if args.no_reread else DEFAULT_REREAD_BELOW)
     times, plates = [], 0
     for i in range(args.runs):
         f = frames[i % len(frames)]

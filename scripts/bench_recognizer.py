@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge.recognizer import PlateRecognizer  # noqa: E402
+from edge.recognizer import DEFAULT_REREAD_BELOW, PlateRecognizer  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     print("  read = rectify + read from detector corners; read_crop = real box crops (ambiguous shapes read "
           "twice); model = one ONNX run")
     for threads, label in ((1, "1 thread"), (0, "all threads")):
-        rec = PlateRecognizer(args.model, threads=threads, reread_below=0.0 if args.no_reread else 0.9)
+        rec = PlateRecognizer(args.model, threads=threads, reread_below=0.0 if args.no_reread else DEFAULT_REREAD_BELOW)
         r = bench(rec, crops, scenes, args.rounds)
         print(f"  {label:<12}" + "   ".join(f"{k} median {a:.2f} ms p90 {b:.2f} ms" for k, (a, b) in r.items()))
     return 0

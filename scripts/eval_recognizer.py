@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
-from edge.recognizer import PlateRecognizer  # noqa: E402
+from edge.recognizer import DEFAULT_REREAD_BELOW, PlateRecognizer  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 TARGETS = {"holdout_exact": 0.99, "eu2_nl_exact": 0.95, "eu2_exact": 0.85, "uc3m_visible_chars": 0.95}
@@ -130,7 +130,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     rec = PlateRecognizer(args.model, threads=1, dutch_grammar=not args.no_grammar,
-                          ignore_marks=not args.no_marks, reread_below=0.0 if args.no_reread else 0.9)
+                          ignore_marks=not args.no_marks, reread_below=0.0 if args.no_reread else DEFAULT_REREAD_BELOW)
     print(f"model {args.model} version {rec.contract.version} grammar {'off' if args.no_grammar else 'on'}")
     figures: dict[str, float] = {}
     t0 = time.time()
