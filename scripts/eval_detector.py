@@ -184,23 +184,26 @@ def main(argv=None) -> int:
     print(f"model {args.model} (version {det.version}), IoU >= 0.5, score >= {args.score}")
     print(f"{'set':16s} {'plates':>6s} {'dets':>6s} {'recall':>7s} {'prec':>7s} {'corner':>7s}")
     out = {}
+    wide, unit = f"min_width_{args.min_width:g}", f"unit_min_width_{args.min_width:g}"
     for name, t in tallies.items():
-        r = t.at(args.score)
-        out[name] = {"at_score": r, "sweep": {str(x): t.at(x) for x in THRESHOLDS},
-                     f"min_width_{args.min_width:g}": t.at(args.score, args.min_width),
-                     f"unit_min_width_{args.min_width:g}": t.at(args.score, args.min_width, drop_narrow=True)}
-        print(f"{name:16s} {r['plates']:6d} {r['detections']:6d} {r['recall']:7.3f} {r['precision']:7.3f} {r['corner_err']:7.3f}")
-    print(f"plates >= {args.min_width:g} px wide only (narrower ones neither missed nor false):")
-    for name, t in tallies.items():
-        r = t.at(args.score, args.min_width)
-        print(f"{name:16s} {r['plates']:6d} {r['detections']:6d} {r['recall']:7.3f} {r['precision']:7.3f} {r['corner_err']:7.3f}")
-    print(f"as the unit reads: detections under {args.min_width:g} px dropped too (the pipeline never reads them):")
-    for name, t in tallies.items():
-        r = t.at(args.score, args.min_width, drop_narrow=True)
-        print(f"{name:16s} {r['plates']:6d} {r['detections']:6d} {r['recall']:7.3f} {r['precision']:7.3f} {r['corner_err']:7.3f}")
+        out[name] = {"at_score": t.at(args.score), "sweep": {str(x): t.at(x) for x in THRESHOLDS},
+                     wide: t.at(args.score, args.min_width),
+                     unit: t.at(args.score, args.min_width, drop_narrow=True)}
+    for title, key in ((None, "at_score"),
+                       (f"plates >= {args.min_width:g} px wide only (narrower ones neither missed nor false):", wide),
+                       (f"as the unit reads: detections under {args.min_width:g} px dropped too "
+                        "(the pipeline never reads them):", unit)):
+        if title:
+            print(title)
+        for name in tallies:
+            r = out[name][key]
+            print(f"{name:16s} {r['plates']:6d} {r['detections']:6d} {r['recall']:7.3f} {r['precision']:7.3f} "
+                  f"{r['corner_err']:7.3f}")
     print("sweep (recall/precision):")
-    for name, t in tallies.items():
-        print(f"  {name:16s} " + "  ".join(f"{x:.1f}:{t.at(x)['recall']:.3f}/{t.at(x)['precision']:.3f}" for x in THRESHOLDS))
+    for name in tallies:
+        sweep = out[name]["sweep"]
+        print(f"  {name:16s} " + "  ".join(f"{x:.1f}:{sweep[str(x)]['recall']:.3f}/{sweep[str(x)]['precision']:.3f}"
+                                           for x in THRESHOLDS))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     return 0
