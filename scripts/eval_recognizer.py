@@ -67,13 +67,28 @@ def _csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def eval_real(rec: PlateRecognizer, items: list[tuple[Path, str, str]], errors: list | None = None) -> dict:
+def _count_country(named: dict | None, truth: str, said: str) -> None:
+    """Country as the serving names it against the truth: right, wrong or not named."""
+    if named is not None:
+        named["right" if said == truth else ("none" if not said else "wrong")] += 1
+
+
+def _country_line(named: dict) -> str:
+    n = max(sum(named.values()), 1)
+    return (f"  country named right {named['right']} ({100 * named['right'] / n:.1f}%), wrong {named['wrong']} "
+            f"({100 * named['wrong'] / n:.1f}%), not named {named['none']}")
+
+
+def eval_real(rec: PlateRecognizer, items: list[tuple[Path, str, str]], errors: list | None = None,
+              named: dict | None = None) -> dict:
     per = defaultdict(lambda: [0, 0])
     for path, text, country in items:
         img = cv2.imread(str(path))
         if img is None:
             raise SystemExit(f"cannot read image {path}")
-        read = rec.read_crop(img).text
+        r = rec.read_crop(img)
+        read = r.text
+        _count_country(named, country, r.country)
         ok = read == text
         if not ok and errors is not None:
             errors.append((country, text, read, img))
@@ -83,7 +98,7 @@ def eval_real(rec: PlateRecognizer, items: list[tuple[Path, str, str]], errors: 
 
 
 def eval_holdout(rec: PlateRecognizer, n: int, seed: int, strength: float | None,
-                 errors: list | None = None) -> dict:
+                 errors: list | None = None, named: dict | None = None) -> dict:
     """Rendered plates through degrade(); strength None = the training mix (0.3-1.2, some unreadable)."""
     from platesynth import degrade, render_plate
     from train_recognizer import SYNTH_COUNTRIES
@@ -95,7 +110,9 @@ def eval_holdout(rec: PlateRecognizer, n: int, seed: int, strength: float | None
         plate = render_plate(rng, country, scale=float(rng.uniform(0.4, 0.65)))
         s = float(rng.uniform(0.3, 1.2)) if strength is None else strength
         crop = degrade(rng, plate.image, plate.corners, strength=s).image
-        read = rec.read_crop(crop).text
+        r = rec.read_crop(crop)
+        read = r.text
+        _count_country(named, "" if plate.country == "EU" else plate.country, r.country)
         ok = read == plate.text
         if not ok and errors is not None:
             errors.append((plate.country, plate.text, read, crop))
@@ -139,9 +156,11 @@ def main(argv=None) -> int:
     items = [(root / r["image"], r["text"], r["country"].upper()) for r in _csv(root / "labels.csv")]
     eu2_errors: list | None = [] if args.errors else None
     holdout_errors: list | None = [] if args.errors else None
-    per = eval_real(rec, items, eu2_errors)
+    named = defaultdict(int)
+    per = eval_real(rec, items, eu2_errors, named)
     a, n = _total(per)
     print(f"openalpr_eu2 (real two-row EU crops, not trained on): exact {a}/{n} = {100 * a / n:.2f}%")
+    print(_country_line(named))
     for c, (ca, cn) in per.items():
         print(_line(c, ca, cn))
     figures["eu2_exact"] = a / n
@@ -149,16 +168,20 @@ def main(argv=None) -> int:
 
     root = DATA / "ocr" / "uc3m"
     good = vis = exact = total = 0
+    named = defaultdict(int)
     for r in _csv(root / "labels.csv"):
         if r["split"] != "val" or not r["text"]:
             continue
         img = cv2.imread(str(root / r["image"]))
-        pred = rec.read_crop(img).text
+        read = rec.read_crop(img)
+        pred = read.text
+        _count_country(named, "ES", read.country)
         g, v = visible_matches(pred, r["text"])
         good, vis, total = good + g, vis + v, total + 1
         exact += (g == v and len(pred) - g <= r["text"].count("?"))  # nothing extra besides hidden spots
     print(f"uc3m val (ES, '?' positions excluded): visible characters {good}/{vis} = {100 * good / vis:.2f}%, "
           f"plates with all visible characters right {exact}/{total} = {100 * exact / total:.2f}%")
+    print(_country_line(named))
     figures["uc3m_visible_chars"] = good / vis
     figures["uc3m_visible_plates"] = exact / total
 
@@ -171,10 +194,12 @@ def main(argv=None) -> int:
     figures["br_val_exact"] = a / n
 
     if args.holdout:
-        per = eval_holdout(rec, args.holdout, args.seed, args.holdout_strength, holdout_errors)
+        named = defaultdict(int)
+        per = eval_holdout(rec, args.holdout, args.seed, args.holdout_strength, holdout_errors, named)
         a, n = _total(per)
         print(f"rendered hold-out (seed {args.seed}, damage strength {args.holdout_strength}, half NL, "
               f"40% two-row): exact {a}/{n} = {100 * a / n:.2f}%")
+        print(_country_line(named))
         for c, (ca, cn) in per.items():
             print(_line(c, ca, cn))
         figures["holdout_exact"] = a / n

@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from edge.grammar import is_valid_nl, nl_sidecode, normalise  # noqa: E402
-from platesynth import COUNTRIES, degrade, random_nl_text, render_plate  # noqa: E402
+from platesynth import COUNTRIES, degrade, random_nl_text, random_text, render_plate  # noqa: E402
 
 
 def test_dutch_texts_are_valid_and_cover_every_sidecode():
@@ -41,6 +41,24 @@ def test_every_country_renders_both_layouts(country):
         assert len(p.rows) == (1 if layout == "one_row" else 2)
         assert p.corners[2] == (w - 1.0, h - 1.0)
         assert p.image.std() > 20  # something is drawn
+
+
+def test_district_codes_are_written_as_they_are():
+    """Polish districts and Romanian counties are real codes: their letters are not pattern letters
+    ("WA" was once filled as "W" plus any character, "AG" as "8G")."""
+    from platesynth.texts import _PL_DISTRICT, _RO_COUNTY
+
+    rng = np.random.default_rng(4)
+    for country, codes in (("PL", _PL_DISTRICT), ("RO", _RO_COUNTY)):
+        starts = set()
+        for _ in range(300):
+            t = random_text(rng, country)
+            head = t.printed.split(" ")[0]
+            if country == "RO" and head == "B":
+                continue  # Bucharest: B and digits
+            assert head.isalpha(), (country, t.printed)
+            starts.add(head in codes)
+        assert True in starts, country  # the real codes are used
 
 
 def test_degrade_gives_small_crops_with_corners():

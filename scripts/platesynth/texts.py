@@ -139,13 +139,14 @@ def random_text(rng: np.random.Generator, country: str | None = None) -> PlateTe
     else:
         patterns = FORMATS[c]
         pattern = patterns[int(rng.integers(len(patterns)))]
+        prefix = ""  # a real district/county code, written over the pattern's first letters
         if c == "PL":
             district = _PL_DISTRICT[int(rng.integers(len(_PL_DISTRICT)))]
-            n = pattern.index(" ")
-            if len(district) == n:  # a real district prefix where the pattern has that many letters
-                pattern = district + pattern[n:]
+            if len(district) == pattern.index(" "):  # a real district where the pattern has that many letters
+                prefix = district
         if c == "RO" and pattern.startswith("LL"):
-            pattern = _RO_COUNTY[int(rng.integers(len(_RO_COUNTY)))] + pattern[2:]
+            prefix = _RO_COUNTY[int(rng.integers(len(_RO_COUNTY)))]
         letters = _ES_LETTERS if c == "ES" else (_NO_IOQ if c in ("FR", "IT", "CZ", "SK", "PT") else LETTERS)
         printed = _fill(rng, pattern, letters)
+        printed = prefix + printed[len(prefix):]  # (filled, not pattern letters: "WA" must not become "W5")
     return PlateText(printed, normalise(printed), c)
