@@ -21,6 +21,7 @@ _MAX_BACKGROUND_SATURATION = 60  # the light part of the crop: white plates only
 _MIN_TOTAL, _MAX_TOTAL = 0.01, 0.3  # share of coloured pixels: none worth painting / a coloured plate
 _MAX_MARK_WIDTH = 0.25  # a mark is at most this share of the crop width (wider: car body, a strip of colour)
 _MIN_MARK_AREA = 0.008  # share of the crop; smaller coloured specks are noise
+_JOIN = 0.1  # coloured pieces closer than this share of the crop height are one mark
 _MAX_MARKS = 4  # arms, a sticker or two, the EU strip; more coloured blobs are coloured characters
 
 
@@ -38,15 +39,25 @@ def paint_out_marks(crop: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)
     if np.median(s[grey >= np.percentile(grey, 70)]) > _MAX_BACKGROUND_SATURATION:
         return None
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(coloured.astype(np.uint8), connectivity=8)
     height, width = coloured.shape
+    # wide coloured pieces (Austria's red borders, a strip of car body) are never marks; drop them
+    # first so they do not swallow a mark beside them
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(coloured.astype(np.uint8), connectivity=8)
+    narrow = np.r_[False, stats[1:, cv2.CC_STAT_WIDTH] <= _MAX_MARK_WIDTH * width]
+    coloured = narrow[labels] & coloured
+    # one mark may be several coloured pieces (Vienna's red shield is cut in four by its white
+    # cross): pieces closer than a tenth of the crop's height count as one mark
+    k = max(3, int(round(_JOIN * height)) | 1)
+    joined = cv2.dilate(coloured.astype(np.uint8), np.ones((k, k), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    area = np.bincount(labels[coloured], minlength=n)  # coloured pixels of each joined mark
     keep = np.zeros(n, bool)
     for i in range(1, n):
-        keep[i] = (stats[i, cv2.CC_STAT_WIDTH] <= _MAX_MARK_WIDTH * width
-                   and stats[i, cv2.CC_STAT_AREA] >= _MIN_MARK_AREA * height * width)
+        keep[i] = (stats[i, cv2.CC_STAT_WIDTH] - (k - 1) <= _MAX_MARK_WIDTH * width
+                   and area[i] >= _MIN_MARK_AREA * height * width)
     if not keep.any() or keep.sum() > _MAX_MARKS:
         return None
-    mask = cv2.dilate(keep[labels].astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    mask = cv2.dilate((keep[labels] & coloured).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     out = crop.copy()
     out[mask] = np.uint8(np.percentile(grey[~mask], 90))  # the light plate background
     return out, mask
