@@ -50,15 +50,15 @@ def test_district_codes_are_written_as_they_are():
 
     rng = np.random.default_rng(4)
     for country, codes in (("PL", _PL_DISTRICT), ("RO", _RO_COUNTY)):
-        starts = set()
+        real_codes = 0
         for _ in range(300):
             t = random_text(rng, country)
             head = t.printed.split(" ")[0]
             if country == "RO" and head == "B":
                 continue  # Bucharest: B and digits
             assert head.isalpha(), (country, t.printed)
-            starts.add(head in codes)
-        assert True in starts, country  # the real codes are used
+            real_codes += head in codes
+        assert real_codes > 0, country  # the real codes are used
 
 
 def test_degrade_gives_small_crops_with_corners():
