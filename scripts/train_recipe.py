@@ -65,11 +65,15 @@ RECIPES: dict[str, Recipe] = {
         script="train_detector.py", output="last.onnx", install_as="detector.onnx",
         folder_option="--run", export_option=None,
         stages=(
-            Stage("s1", ("--steps", "4000", "--lr", "2e-3", "--seed", "0", "--version", "det-0.1"),
+            Stage("s1", ("--steps", "4000", "--lr", "2e-3", "--seed", "0", "--version", "det-0.1",
+                         "--train-ignore", ""),
                   init_from_prev=False),
-            Stage("s2", ("--steps", "3000", "--lr", "1e-3", "--seed", "5", "--version", "det-0.2")),
-            Stage("s3", ("--steps", "1500", "--lr", "5e-4", "--seed", "7", "--version", "det-0.3")),
-            Stage("s4", ("--steps", "2500", "--lr", "3e-4", "--seed", "8", "--version", "det-0.4")),
+            Stage("s2", ("--steps", "3000", "--lr", "1e-3", "--seed", "5", "--version", "det-0.2",
+                         "--train-ignore", "")),
+            Stage("s3", ("--steps", "1500", "--lr", "5e-4", "--seed", "7", "--version", "det-0.3",
+                         "--train-ignore", "")),
+            Stage("s4", ("--steps", "2500", "--lr", "3e-4", "--seed", "8", "--version", "det-0.4",
+                         "--train-ignore", "")),
         )),
 }
 

@@ -25,8 +25,9 @@ def box_quads(boxes: np.ndarray) -> np.ndarray:
                      np.stack([x2, y2], 1), np.stack([x1, y2], 1)], 1).astype(np.float32)
 
 
-def affine_crop(img, quads, rng, out_hw, scale_range=(0.7, 1.5), max_rot=6.0, focus=0.8):
-    """Random scale/rotation/translation into an out_hw canvas; plates cut by the border become ignore boxes."""
+def affine_crop(img, quads, rng, out_hw, scale_range=(0.7, 1.5), max_rot=6.0, focus=0.8, ignore=None):
+    """Random scale/rotation/translation into an out_hw canvas; plates cut by the border become ignore boxes,
+    and `ignore` (M x 4 don't-care boxes of the frame, e.g. plates its labels lack) follow the same transform."""
     H, W = out_hw
     s = float(np.exp(rng.uniform(np.log(scale_range[0]), np.log(scale_range[1]))))
     a = float(rng.uniform(-max_rot, max_rot)) if rng.random() < 0.4 else 0.0
@@ -42,10 +43,17 @@ def affine_crop(img, quads, rng, out_hw, scale_range=(0.7, 1.5), max_rot=6.0, fo
     M[0, 2] += tx - c[0]
     M[1, 2] += ty - c[1]
     out = cv2.warpAffine(img, M, (W, H), flags=cv2.INTER_LINEAR, borderValue=(PAD, PAD, PAD))
+    dont_care = []
+    if ignore is not None and len(ignore):
+        for qq in box_quads(np.asarray(ignore, np.float32)) @ M[:, :2].T + M[:, 2]:
+            x1, y1 = qq.min(0)
+            x2, y2 = qq.max(0)
+            if x2 > 0 and y2 > 0 and x1 < W and y1 < H:
+                dont_care.append([x1, y1, x2, y2])
     if not len(quads):
-        return out, np.zeros((0, 4, 2), np.float32), np.zeros((0, 4), np.float32)
+        return out, np.zeros((0, 4, 2), np.float32), np.asarray(dont_care, np.float32).reshape(-1, 4)
     q = quads @ M[:, :2].T + M[:, 2]
-    keep, ignore = [], []
+    keep, ignore = [], dont_care
     for qq in q:
         x1, y1 = qq.min(0)
         x2, y2 = qq.max(0)

@@ -58,8 +58,10 @@ class SampleStream:
     """Makes (image, quads, ignore) training crops and batches of tensors-ready arrays."""
 
     def __init__(self, cache: list[Cached], bank: list[np.ndarray] | None, size: int,
-                 text_p: float = 0.3, badge_p: float = 0.0):
+                 text_p: float = 0.3, badge_p: float = 0.0,
+                 dont_care: dict[tuple[str, str], np.ndarray] | None = None):
         self.size = size
+        self.dont_care = dont_care or {}  # (set, file name) -> boxes the loss skips (plates the labels lack)
         self.text_p = text_p  # share of samples with painted non-plate text
         self.badge_p = badge_p  # share of those text items that are car badges
         self.bank = bank
@@ -85,12 +87,13 @@ class SampleStream:
                 else:
                     new.append(q)
             quads = np.asarray(new, np.float32)
-        return A.affine_crop(img, quads, rng, (self.size, self.size))
+        return A.affine_crop(img, quads, rng, (self.size, self.size), ignore=self.dont_care.get((c.set, c.name)))
 
     def _scene(self, rng):
         if rng.random() < 0.6:
             c = self.all_train[int(rng.integers(len(self.all_train)))]
-            img, quads, ignore = A.affine_crop(c.decode(), A.box_quads(c.boxes), rng, (self.size, self.size), focus=0.0)
+            img, quads, ignore = A.affine_crop(c.decode(), A.box_quads(c.boxes), rng, (self.size, self.size), focus=0.0,
+                                               ignore=self.dont_care.get((c.set, c.name)))
         else:
             img, quads, ignore = A.random_background(rng, (self.size, self.size)), np.zeros((0, 4, 2), np.float32), np.zeros((0, 4), np.float32)
         placed = [q for q in quads]

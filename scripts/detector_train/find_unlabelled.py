@@ -1,6 +1,6 @@
 """Candidates for real plates the val labels forgot: detections that overlap no labelled box.
 
-Runs the shipped detector over the val images of the three real detection sets and writes every
+Runs the shipped detector over the val (or, with --split train, the train) images of the three real detection sets and writes every
 detection that matches no labelled box (IoU < 0.3 and intersection-over-smaller < 0.5, the
 evaluation's `overlap_min`) as a numbered tile into montage PNGs, plus candidates.json:
 
@@ -70,6 +70,8 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DATA)
     ap.add_argument("--out", type=Path, default=Path("/tmp/unlabelled"))
     ap.add_argument("--score", type=float, default=0.3)
+    ap.add_argument("--split", choices=("val", "train"), default="val",
+                    help="val: ignore regions for the evaluation; train: regions the training loss skips")
     args = ap.parse_args()
 
     det = PlateDetector(args.model, threads=1, score_threshold=args.score)
@@ -78,7 +80,7 @@ def main() -> None:
     for name in SETS:
         n_set = 0
         for s in load_set(name, args.data):
-            if s.split != "val":
+            if s.split != args.split:
                 continue
             img = cv2.imread(str(s.image))
             gts = [list(map(float, b)) for b in s.boxes]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import pickle
 from collections import defaultdict
 from dataclasses import dataclass
@@ -16,11 +17,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT.parent / "shared" / "data" / "detect"
 SETS = ("uc3m", "ro_dashcam", "openalpr_us_br")
 CACHE_LONG_SIDE = 416
+TRAIN_IGNORE = Path(__file__).resolve().parent / "train_unlabelled_plates.json"
 
 
 @dataclass
@@ -104,4 +107,27 @@ def build_cache(path: Path, root: Path = DATA) -> list[Cached]:
     with open(tmp, "wb") as f:
         pickle.dump(out, f)
     tmp.replace(path)
+    return out
+
+
+def load_train_ignore(path: Path | None, cache: list[Cached], root: Path = DATA) -> dict[tuple[str, str], np.ndarray]:
+    """Don't-care boxes of training frames (plates their labels lack), scaled like the cached frames:
+    {(set, file name): M x 4}. Empty when `path` is None or ''. Boxes of val frames are refused, so a
+    list meant for training can never leak into the evaluation's frames."""
+    if not path or not str(path):
+        return {}
+    sets = json.loads(Path(path).read_text())["sets"]
+    split = {(c.set, c.name): c.split for c in cache}
+    out = {}
+    for name, images in sets.items():
+        for image, boxes in images.items():
+            key = (name, Path(image).name)
+            if key not in split:
+                raise ValueError(f"{path}: {name}/{image} is not a frame of the detection sets")
+            if split[key] != "train":
+                raise ValueError(f"{path}: {name}/{image} is a {split[key]} frame; only train frames may have "
+                                 "training don't-care regions")
+            with Image.open(root / name / image) as im:
+                k = CACHE_LONG_SIDE / max(im.size)
+            out[key] = np.asarray(boxes, np.float32).reshape(-1, 4) * k
     return out

@@ -1,0 +1,70 @@
+"""Training-side don't-care regions of the detector: plates the real sets' labels lack must not be
+trained as background, must follow the frame's augmentation, and must never touch a val frame."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+
+from detector_train.augment import affine_crop, hflip  # noqa: E402
+from detector_train.sets import CACHE_LONG_SIDE, SETS, TRAIN_IGNORE, Cached, load_set, load_train_ignore  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def frames(shared_data):
+    """The detection sets as cache entries without pixels (the loader needs names and splits only)."""
+    root = shared_data / "detect"
+    return root, [Cached(s.set, s.image.name, s.split, b"", s.boxes) for name in SETS for s in load_set(name, root)]
+
+
+def test_shipped_list_covers_train_frames_only_and_boxes_lie_inside_them(frames):
+    root, cache = frames
+    regions = load_train_ignore(TRAIN_IGNORE, cache, root)
+    assert len(regions) > 100  # ro_dashcam alone leaves over a hundred plates of other cars unboxed
+    split = {(c.set, c.name): c.split for c in cache}
+    for (name, image), boxes in regions.items():
+        assert split[(name, image)] == "train"
+        with Image.open(root / name / "images" / image) as im:
+            k = CACHE_LONG_SIDE / max(im.size)
+            w, h = im.size[0] * k, im.size[1] * k
+        assert boxes.shape[1] == 4
+        assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+        assert (boxes[:, :2] >= -1).all() and (boxes[:, 2] <= w + 1).all() and (boxes[:, 3] <= h + 1).all()
+
+
+def test_a_val_frame_in_the_list_is_refused(frames, tmp_path):
+    root, cache = frames
+    val = next(c for c in cache if c.split == "val")
+    bad = tmp_path / "list.json"
+    bad.write_text(json.dumps({"sets": {val.set: {f"images/{val.name}": [[1, 1, 20, 8]]}}}))
+    with pytest.raises(ValueError, match="val frame"):
+        load_train_ignore(bad, cache, root)
+    bad.write_text(json.dumps({"sets": {"ro_dashcam": {"images/no_such_frame.jpg": [[1, 1, 20, 8]]}}}))
+    with pytest.raises(ValueError, match="not a frame"):
+        load_train_ignore(bad, cache, root)
+    assert load_train_ignore(None, cache, root) == {}
+
+
+def test_dont_care_boxes_follow_the_crop_and_the_flip():
+    rng = np.random.default_rng(3)
+    img = np.full((200, 300, 3), 90, np.uint8)
+    plate = np.array([[[100, 100], [160, 100], [160, 115], [100, 115]]], np.float32)
+    unlabelled = np.array([[120, 130, 150, 140]], np.float32)  # stays inside the crop for any translation
+    out, quads, ignore = affine_crop(img, plate, rng, (320, 320), scale_range=(1.0, 1.0), max_rot=0.0,
+                                     focus=0.0, ignore=unlabelled)
+    assert len(quads) == 1 and len(ignore) == 1
+    shift = quads[0, 0] - plate[0, 0]  # scale 1, no rotation: a pure translation
+    np.testing.assert_allclose(ignore[0], unlabelled[0] + np.r_[shift, shift], atol=1e-3)
+    _, _, flipped = hflip(out, quads, ignore)
+    np.testing.assert_allclose(flipped[0, [0, 2]], 320 - ignore[0, [2, 0]], atol=1e-3)
+    # a region pushed wholly outside the crop is dropped, not kept as an empty box
+    _, _, none = affine_crop(img, np.zeros((0, 4, 2), np.float32), rng, (320, 320), scale_range=(1.0, 1.0),
+                             max_rot=0.0, focus=0.0, ignore=np.array([[-500, -500, -400, -490]], np.float32))
+    assert none.shape == (0, 4)
