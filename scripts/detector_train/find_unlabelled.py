@@ -1,8 +1,9 @@
 """Candidates for real plates the val labels forgot: detections that overlap no labelled box.
 
-Runs the shipped detector over the val (or, with --split train, the train) images of the three real detection sets and writes every
-detection that matches no labelled box (IoU < 0.3 and intersection-over-smaller < 0.5, the
-evaluation's `overlap_min`) as a numbered tile into montage PNGs, plus candidates.json:
+Runs the shipped detector over the val (or, with --split train, the train) images of the three real
+detection sets and writes every detection that matches no labelled box (IoU < 0.3 and
+intersection-over-smaller < 0.5, the evaluation's `overlap_min`) as a numbered tile into montage
+PNGs, plus candidates.json:
 
     nice -n 10 .venv/bin/python scripts/detector_train/find_unlabelled.py --out /tmp/unlabelled
 

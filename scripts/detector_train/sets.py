@@ -112,9 +112,9 @@ def build_cache(path: Path, root: Path = DATA) -> list[Cached]:
 
 def load_train_ignore(path: Path | None, cache: list[Cached], root: Path = DATA) -> dict[tuple[str, str], np.ndarray]:
     """Don't-care boxes of training frames (plates their labels lack), scaled like the cached frames:
-    {(set, file name): M x 4}. Empty when `path` is None or ''. Boxes of val frames are refused, so a
-    list meant for training can never leak into the evaluation's frames."""
-    if not path or not str(path):
+    {(set, file name): M x 4}. Empty when `path` is None. Boxes of val frames are refused, so a list
+    meant for training can never leak into the evaluation's frames."""
+    if path is None:
         return {}
     sets = json.loads(Path(path).read_text())["sets"]
     split = {(c.set, c.name): c.split for c in cache}
