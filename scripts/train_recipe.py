@@ -60,7 +60,7 @@ RECIPES: dict[str, Recipe] = {
             Stage("s5", ("--steps", "7000", "--lr", "7e-4", "--seed", "5", "--emblem-p", "0.5",
                          "--furniture-p", "0.7", "--tag", "v1s5", "--threads", "1", "--workers", "1")),
         )),
-    # models/detector.md, "Training": det-0.4
+    # models/detector.md, "Training": det-0.5
     "detector": Recipe(
         script="train_detector.py", output="last.onnx", install_as="detector.onnx",
         folder_option="--run", export_option=None,
@@ -74,6 +74,9 @@ RECIPES: dict[str, Recipe] = {
                          "--train-ignore", "")),
             Stage("s4", ("--steps", "2500", "--lr", "3e-4", "--seed", "8", "--version", "det-0.4",
                          "--train-ignore", "")),
+            # det-0.5: the first stage with the don't-care regions (--train-ignore's default list)
+            Stage("s5", ("--steps", "9000", "--lr", "1e-3", "--seed", "13", "--text-p", "0.35",
+                         "--badge-p", "0.0", "--version", "det-0.5")),
         )),
 }
 

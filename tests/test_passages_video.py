@@ -137,7 +137,7 @@ def test_backgrounds_hold_no_plate_the_truth_does_not_list(models, shared_data):
     blur what the committed detector still finds, so no passage can come from a plate the truth lacks."""
     import csv
 
-    from make_test_videos import DASHCAM, dashcam_background
+    from make_test_videos import DASHCAM, UNLABELLED_PLATE_SCORE, dashcam_background
 
     detector, _ = models
     with open(DASHCAM / "labels.csv", newline="") as f:
@@ -149,7 +149,10 @@ def test_backgrounds_hold_no_plate_the_truth_does_not_list(models, shared_data):
 
     for name in ("images/nightride_type3_001_t0163.jpg", "images/nightride_type3_001_t0557.jpg"):
         idx = images.index(name)
-        assert [d for d in detector.detect(dashcam_background(idx, 640, 480, LabelsOnly())) if d.score >= 0.4]
+        # the unlabelled plate is there (found at the score the backgrounds are blurred from; det-0.5 gives
+        # the far parked car of t0557 0.39, just under the unit's 0.4) and is gone after the blur
+        found = detector.detect(dashcam_background(idx, 640, 480, LabelsOnly()))
+        assert [d for d in found if d.score >= UNLABELLED_PLATE_SCORE]
         assert not [d for d in detector.detect(dashcam_background(idx, 640, 480)) if d.score >= 0.4]
 
 
