@@ -1,5 +1,6 @@
 """Training-side don't-care regions of the detector: plates the real sets' labels lack must not be
-trained as background, must follow the frame's augmentation, and must never touch a val frame."""
+trained as background, must follow the frame's augmentation, and must never touch a val frame (and the
+evaluation's list of such plates only val frames)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,23 @@ def test_shipped_list_covers_train_frames_only_and_boxes_lie_inside_them(frames)
         assert boxes.shape[1] == 4
         assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
         assert (boxes[:, :2] >= -1).all() and (boxes[:, 2] <= w + 1).all() and (boxes[:, 3] <= h + 1).all()
+
+
+def test_evaluation_ignore_list_covers_val_frames_only_and_boxes_lie_inside_them(frames):
+    """The evaluation's don't-care list (plates the val labels lack) is the mirror image: val frames only,
+    so no region of it can hide a training frame's plate, and every box inside its stored image."""
+    root, cache = frames
+    regions = json.loads((Path(__file__).resolve().parents[1] / "scripts" / "detector_train"
+                          / "val_unlabelled_plates.json").read_text())["sets"]
+    split = {(c.set, c.name): c.split for c in cache}
+    assert sum(len(b) for r in regions.values() for b in r.values()) >= 40
+    for name, images in regions.items():
+        for image, boxes in images.items():
+            assert split[(name, image.removeprefix("images/"))] == "val", (name, image)
+            with Image.open(root / name / image) as im:
+                w, h = im.size
+            for x0, y0, x1, y1 in boxes:
+                assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h, (name, image)
 
 
 def test_a_val_frame_in_the_list_is_refused(frames, tmp_path):
