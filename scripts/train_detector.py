@@ -23,7 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from detector_train.data import SampleStream, load_plate_bank  # noqa: E402
 from detector_train.model import MEAN, STD, STRIDE, ExportWrapper, PlateNet  # noqa: E402
-from detector_train.sets import CACHE_LONG_SIDE, ROOT, TRAIN_IGNORE, build_cache, load_train_ignore  # noqa: E402
+from detector_train.sets import (CACHE_LONG_SIDE, ROOT, TRAIN_IGNORE, build_cache, load_hard_frames,  # noqa: E402
+                                 load_train_ignore)
 from detector_train.targets import detector_loss  # noqa: E402
 
 VERSION = "det-0.2"
@@ -87,6 +88,11 @@ def main(argv=None) -> int:
     ap.add_argument("--train-ignore", default=str(TRAIN_IGNORE),
                     help="don't-care regions of training frames (plates their labels lack, checked by eye); "
                          "'' for none, as stages det-0.1 to det-0.4 were trained")
+    ap.add_argument("--hard-frames", default="",
+                    help="per-frame error counts of a detector on the train frames "
+                         "(scripts/detector_train/mine_hard_frames.py); those frames are drawn more often")
+    ap.add_argument("--hard-weight", type=float, default=1.0,
+                    help="a hard frame's draw weight is 1 + this x its errors (at most 3 counted)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -126,7 +132,8 @@ def main(argv=None) -> int:
     cache = build_cache(args.cache / f"cache{416}.pkl")
     bank = load_plate_bank(args.cache / f"platebank_{args.bank}_s{args.seed}.pkl", args.bank, args.seed, log)
     dont_care = load_train_ignore(Path(args.train_ignore) if args.train_ignore else None, cache)
-    stream = SampleStream(cache, bank, args.size, args.text_p, args.badge_p, dont_care)
+    hard = load_hard_frames(Path(args.hard_frames) if args.hard_frames else None, cache, args.hard_weight)
+    stream = SampleStream(cache, bank, args.size, args.text_p, args.badge_p, dont_care, hard)
     if args.init is not None and step == 0:
         if args.init.suffix == ".onnx":
             from onnx_init import load_onnx_weights, max_output_difference
@@ -143,7 +150,7 @@ def main(argv=None) -> int:
     n_params = sum(p.numel() for p in net.parameters())
     info.update(version=args.version, text_p=args.text_p, badge_p=args.badge_p, params=n_params,
                 batch=args.batch, size=args.size, steps=args.steps, seed=args.seed,
-                train_ignore_frames=len(dont_care))
+                train_ignore_frames=len(dont_care), hard_frames=len(hard), hard_weight=args.hard_weight)
     info.setdefault("synthetic_from_step", None)
     if bank is not None and info["synthetic_from_step"] is None:
         info["synthetic_from_step"] = step

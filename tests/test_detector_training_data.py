@@ -1,6 +1,6 @@
 """Training-side don't-care regions of the detector: plates the real sets' labels lack must not be
 trained as background, must follow the frame's augmentation, and must never touch a val frame (and the
-evaluation's list of such plates only val frames)."""
+evaluation's list of such plates only val frames); hard frames (mine_hard_frames.py) are drawn more often."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 from detector_train.augment import affine_crop, hflip  # noqa: E402
-from detector_train.sets import CACHE_LONG_SIDE, SETS, TRAIN_IGNORE, Cached, load_set, load_train_ignore  # noqa: E402
+from detector_train.sets import (CACHE_LONG_SIDE, SETS, TRAIN_IGNORE, Cached, draw_probabilities,  # noqa: E402
+                                 load_hard_frames, load_set, load_train_ignore)
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +87,38 @@ def test_dont_care_boxes_follow_the_crop_and_the_flip():
     _, _, none = affine_crop(img, np.zeros((0, 4, 2), np.float32), rng, (320, 320), scale_range=(1.0, 1.0),
                              max_rot=0.0, focus=0.0, ignore=np.array([[-500, -500, -400, -490]], np.float32))
     assert none.shape == (0, 4)
+
+
+def test_hard_frames_are_drawn_more_often_and_only_train_frames_may_be_listed(frames, tmp_path):
+    root, cache = frames
+    train = [c for c in cache if c.split == "train" and c.set == "ro_dashcam"]
+    hard = tmp_path / "hard.json"
+    hard.write_text(json.dumps({"sets": {"ro_dashcam": {
+        f"images/{train[0].name}": {"false": 5, "missed": 0},   # capped at 3 errors
+        f"images/{train[1].name}": {"false": 0, "missed": 1}}}}))
+    weights = load_hard_frames(hard, cache, weight=2.0)
+    assert weights == {("ro_dashcam", train[0].name): 7.0, ("ro_dashcam", train[1].name): 3.0}
+    by_set = {name: [c for c in cache if c.split == "train" and c.set == name] for name in SETS}
+    p = draw_probabilities(by_set["ro_dashcam"], weights)
+    assert p.sum() == pytest.approx(1.0)
+    assert p[0] == pytest.approx(7 * p[2]) and p[1] == pytest.approx(3 * p[2])
+    assert len(set(np.round(p[2:], 12))) == 1  # every other frame as likely as before
+    assert len(set(np.round(draw_probabilities(by_set["uc3m"], weights), 12))) == 1  # an unlisted set: uniform
+    val = next(c for c in cache if c.split == "val")
+    hard.write_text(json.dumps({"sets": {val.set: {f"images/{val.name}": {"false": 1, "missed": 0}}}}))
+    with pytest.raises(ValueError, match="val frame"):
+        load_hard_frames(hard, cache, weight=1.0)
+    assert load_hard_frames(None, cache, weight=1.0) == {}
+
+
+def test_hard_frame_errors_count_false_boxes_and_missed_plates():
+    from detector_train.mine_hard_frames import count_errors
+
+    labels = [[100, 100, 160, 115], [300, 100, 310, 103]]  # a plate, and one too narrow to count as missed
+    dont_care = [[400, 200, 450, 212]]
+    found = [([101, 100, 161, 116], 0.9),   # the plate
+             ([401, 200, 449, 212], 0.5),   # a plate the labels lack: neither right nor wrong
+             ([20, 20, 60, 35], 0.4)]       # a badge
+    assert count_errors(found, labels, dont_care, min_width=20) == (1, 0)
+    assert count_errors(found[1:], labels, dont_care, min_width=20) == (1, 1)
+    assert count_errors([], labels, [], min_width=5) == (0, 2)

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import augment as A
 from .model import MEAN, STD
-from .sets import Cached, ROOT
+from .sets import Cached, ROOT, draw_probabilities
 from .targets import make_targets
 
 SET_WEIGHTS = {"uc3m": 0.42, "ro_dashcam": 0.33, "openalpr_us_br": 0.25}
@@ -59,7 +59,8 @@ class SampleStream:
 
     def __init__(self, cache: list[Cached], bank: list[np.ndarray] | None, size: int,
                  text_p: float = 0.3, badge_p: float = 0.0,
-                 dont_care: dict[tuple[str, str], np.ndarray] | None = None):
+                 dont_care: dict[tuple[str, str], np.ndarray] | None = None,
+                 frame_weights: dict[tuple[str, str], float] | None = None):
         self.size = size
         self.dont_care = dont_care or {}  # (set, file name) -> boxes the loss skips (plates the labels lack)
         self.text_p = text_p  # share of samples with painted non-plate text
@@ -67,12 +68,17 @@ class SampleStream:
         self.bank = bank
         self.by_set = {s: [c for c in cache if c.set == s and c.split == "train"] for s in SET_WEIGHTS}
         self.all_train = [c for c in cache if c.split == "train"]
+        # (set, file name) -> draw weight (hard frames more often); a set's share of the draws stays as it is
+        self.draw_p = {s: draw_probabilities(f, frame_weights) for s, f in self.by_set.items()} if frame_weights else {}
         self.painter = A.TextPainter()
 
     def _real(self, rng):
         names = list(SET_WEIGHTS)
         s = names[rng.choice(len(names), p=np.array(list(SET_WEIGHTS.values())))]
-        c = self.by_set[s][int(rng.integers(len(self.by_set[s])))]
+        if s in self.draw_p:
+            c = self.by_set[s][int(rng.choice(len(self.by_set[s]), p=self.draw_p[s]))]
+        else:  # uniform, drawn exactly as before weights existed (earlier stages stay reproducible)
+            c = self.by_set[s][int(rng.integers(len(self.by_set[s])))]
         img = c.decode()
         quads = A.box_quads(c.boxes)
         if self.bank is not None and len(quads) and rng.random() < 0.35:

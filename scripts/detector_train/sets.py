@@ -116,18 +116,41 @@ def load_train_ignore(path: Path | None, cache: list[Cached], root: Path = DATA)
     meant for training can never leak into the evaluation's frames."""
     if path is None:
         return {}
+    out = {}
+    for key, image, boxes in _train_frame_entries(path, cache, "training don't-care regions"):
+        with Image.open(root / key[0] / image) as im:
+            k = CACHE_LONG_SIDE / max(im.size)
+        out[key] = np.asarray(boxes, np.float32).reshape(-1, 4) * k
+    return out
+
+
+def load_hard_frames(path: Path | None, cache: list[Cached], weight: float) -> dict[tuple[str, str], float]:
+    """Draw weights of hard training frames (scripts/detector_train/mine_hard_frames.py): {(set, file
+    name): 1 + weight * errors}, errors (false boxes + missed plates) capped at 3 so one cluttered
+    frame cannot crowd out the rest. Empty when `path` is None; val frames are refused."""
+    if path is None:
+        return {}
+    return {key: 1.0 + weight * min(e["false"] + e["missed"], 3)
+            for key, _, e in _train_frame_entries(path, cache, "a training weight")}
+
+
+def draw_probabilities(frames: list[Cached], weights: dict[tuple[str, str], float]) -> np.ndarray:
+    """Probability of drawing each of `frames` (one set's train frames): its weight (1 when unlisted)
+    over their sum, so hard frames come more often while the set keeps its share of the draws."""
+    w = np.array([weights.get((c.set, c.name), 1.0) for c in frames], np.float64)
+    return w / w.sum()
+
+
+def _train_frame_entries(path: Path, cache: list[Cached], what: str):
+    """(key, "images/<file>", value) of a per-frame JSON list ({"sets": {set: {image: value}}}), checked to
+    name train frames of the cache only: a list made for training must never touch an evaluation frame."""
     sets = json.loads(Path(path).read_text())["sets"]
     split = {(c.set, c.name): c.split for c in cache}
-    out = {}
     for name, images in sets.items():
-        for image, boxes in images.items():
+        for image, value in images.items():
             key = (name, Path(image).name)
             if key not in split:
                 raise ValueError(f"{path}: {name}/{image} is not a frame of the detection sets")
             if split[key] != "train":
-                raise ValueError(f"{path}: {name}/{image} is a {split[key]} frame; only train frames may have "
-                                 "training don't-care regions")
-            with Image.open(root / name / image) as im:
-                k = CACHE_LONG_SIDE / max(im.size)
-            out[key] = np.asarray(boxes, np.float32).reshape(-1, 4) * k
-    return out
+                raise ValueError(f"{path}: {name}/{image} is a {split[key]} frame; only train frames may have {what}")
+            yield key, image, value
