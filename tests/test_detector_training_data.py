@@ -45,8 +45,9 @@ def test_evaluation_ignore_list_covers_val_frames_only_and_boxes_lie_inside_them
     """The evaluation's don't-care list (plates the val labels lack) is the mirror image: val frames only,
     so no region of it can hide a training frame's plate, and every box inside its stored image."""
     root, cache = frames
-    regions = json.loads((Path(__file__).resolve().parents[1] / "scripts" / "detector_train"
-                          / "val_unlabelled_plates.json").read_text())["sets"]
+    from eval_detector import IGNORE, load_ignore
+
+    regions = load_ignore(IGNORE)
     split = {(c.set, c.name): c.split for c in cache}
     assert sum(len(b) for r in regions.values() for b in r.values()) >= 40
     for name, images in regions.items():
@@ -98,12 +99,12 @@ def test_hard_frames_are_drawn_more_often_and_only_train_frames_may_be_listed(fr
         f"images/{train[1].name}": {"false": 0, "missed": 1}}}}))
     weights = load_hard_frames(hard, cache, weight=2.0)
     assert weights == {("ro_dashcam", train[0].name): 7.0, ("ro_dashcam", train[1].name): 3.0}
-    by_set = {name: [c for c in cache if c.split == "train" and c.set == name] for name in SETS}
-    p = draw_probabilities(by_set["ro_dashcam"], weights)
+    p = draw_probabilities(train, weights)
     assert p.sum() == pytest.approx(1.0)
     assert p[0] == pytest.approx(7 * p[2]) and p[1] == pytest.approx(3 * p[2])
     assert len(set(np.round(p[2:], 12))) == 1  # every other frame as likely as before
-    assert len(set(np.round(draw_probabilities(by_set["uc3m"], weights), 12))) == 1  # an unlisted set: uniform
+    uc3m = [c for c in cache if c.split == "train" and c.set == "uc3m"]
+    assert len(set(np.round(draw_probabilities(uc3m, weights), 12))) == 1  # an unlisted set: uniform
     val = next(c for c in cache if c.split == "val")
     hard.write_text(json.dumps({"sets": {val.set: {f"images/{val.name}": {"false": 1, "missed": 0}}}}))
     with pytest.raises(ValueError, match="val frame"):

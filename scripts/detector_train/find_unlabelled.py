@@ -35,6 +35,11 @@ TILE = 300  # tile side in the montage
 COLS, ROWS = 4, 3
 
 
+def is_unlabelled(box, labels) -> bool:
+    """Whether a detection matches no labelled box (IoU < 0.3 and intersection-over-smaller < 0.5)."""
+    return not any(iou(box, g) >= 0.3 or overlap_min(box, g) >= 0.5 for g in labels)
+
+
 def tile(img: np.ndarray, box, gts, number: int) -> np.ndarray:
     """3x the box around its centre, enlarged (~40 px plate -> ~200 px), red detection, green labels."""
     H, W = img.shape[:2]
@@ -87,7 +92,7 @@ def main() -> None:
             gts = [list(map(float, b)) for b in s.boxes]
             for d in det.detect(img):
                 b = d.box
-                if any(iou(b, g) >= 0.3 or overlap_min(b, g) >= 0.5 for g in gts):
+                if not is_unlabelled(b, gts):
                     continue
                 number = len(cands)
                 cands.append({"number": number, "set": name, "image": f"images/{s.image.name}",

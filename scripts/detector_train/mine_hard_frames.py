@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+from detector_train.find_unlabelled import is_unlabelled  # noqa: E402
 from detector_train.sets import DATA, SETS, TRAIN_IGNORE, load_set  # noqa: E402
 from edge.detector import PlateDetector  # noqa: E402
 from eval_detector import iou, overlap_min  # noqa: E402
@@ -35,11 +36,8 @@ def count_errors(detections: list[tuple[list[float], float]], labels: list[list[
     """(false, missed) of one frame: detections (box, score) against labelled boxes and don't-care boxes."""
     false = 0
     for box, _ in detections:
-        if any(iou(box, g) >= 0.3 or overlap_min(box, g) >= 0.5 for g in labels):
-            continue
-        if any(overlap_min(box, g) >= 0.5 for g in dont_care):
-            continue
-        false += 1
+        if is_unlabelled(box, labels) and not any(overlap_min(box, g) >= 0.5 for g in dont_care):
+            false += 1
     missed = sum(1 for g in labels
                  if g[2] - g[0] >= min_width and not any(iou(box, g) >= 0.5 for box, _ in detections))
     return false, missed
@@ -49,14 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", type=Path, default=ROOT / "models" / "detector.onnx")
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--train-ignore", type=Path, default=TRAIN_IGNORE)
+    ap.add_argument("--train-ignore", default=str(TRAIN_IGNORE), help="'' for none")
     ap.add_argument("--score", type=float, default=0.3)
     ap.add_argument("--min-width", type=float, default=20.0, help="labelled plates narrower than this are not counted as missed")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
 
     det = PlateDetector(args.model, threads=1, score_threshold=args.score)
-    ignore = json.loads(args.train_ignore.read_text())["sets"] if args.train_ignore else {}
+    ignore = json.loads(Path(args.train_ignore).read_text())["sets"] if args.train_ignore else {}
     out: dict[str, dict[str, dict[str, int]]] = {}
     for name in SETS:
         frames = {}
