@@ -93,6 +93,9 @@ def main(argv=None) -> int:
                          "(scripts/detector_train/mine_hard_frames.py); those frames are drawn more often")
     ap.add_argument("--hard-weight", type=float, default=1.0,
                     help="a hard frame's draw weight is 1 + this x its errors (at most 3 counted)")
+    ap.add_argument("--reg-per-plate", action="store_true",
+                    help="every plate weighs the same in the box/corner loss (default: every centre cell, so "
+                         "close-ups, which cover many cells, dominate and far plates get loose corners)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -133,7 +136,7 @@ def main(argv=None) -> int:
     bank = load_plate_bank(args.cache / f"platebank_{args.bank}_s{args.seed}.pkl", args.bank, args.seed, log)
     dont_care = load_train_ignore(Path(args.train_ignore) if args.train_ignore else None, cache)
     hard = load_hard_frames(Path(args.hard_frames) if args.hard_frames else None, cache, args.hard_weight)
-    stream = SampleStream(cache, bank, args.size, args.text_p, args.badge_p, dont_care, hard)
+    stream = SampleStream(cache, bank, args.size, args.text_p, args.badge_p, dont_care, hard, args.reg_per_plate)
     if args.init is not None and step == 0:
         if args.init.suffix == ".onnx":
             from onnx_init import load_onnx_weights, max_output_difference

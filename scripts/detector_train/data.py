@@ -14,7 +14,7 @@ import numpy as np
 from . import augment as A
 from .model import MEAN, STD
 from .sets import Cached, ROOT, draw_probabilities
-from .targets import make_targets
+from .encoding import make_targets
 
 SET_WEIGHTS = {"uc3m": 0.42, "ro_dashcam": 0.33, "openalpr_us_br": 0.25}
 
@@ -60,8 +60,10 @@ class SampleStream:
     def __init__(self, cache: list[Cached], bank: list[np.ndarray] | None, size: int,
                  text_p: float = 0.3, badge_p: float = 0.0,
                  dont_care: dict[tuple[str, str], np.ndarray] | None = None,
-                 frame_weights: dict[tuple[str, str], float] | None = None):
+                 frame_weights: dict[tuple[str, str], float] | None = None,
+                 reg_per_plate: bool = False):
         self.size = size
+        self.reg_per_plate = reg_per_plate  # each plate weighs the same in the corner loss, whatever its size
         self.dont_care = dont_care or {}  # (set, file name) -> boxes the loss skips (plates the labels lack)
         self.text_p = text_p  # share of samples with painted non-plate text
         self.badge_p = badge_p  # share of those text items that are car badges
@@ -147,6 +149,6 @@ class SampleStream:
             img, quads, ignore = self.sample(rng)
             x = (img[:, :, ::-1].astype(np.float32) / 255 - MEAN) / STD
             xs.append(x.transpose(2, 0, 1))
-            h, hw, r, rw = make_targets(quads, ignore, img.shape[:2])
+            h, hw, r, rw = make_targets(quads, ignore, img.shape[:2], self.reg_per_plate)
             hs.append(h); hws.append(hw); rs.append(r); rws.append(rw)
         return [np.ascontiguousarray(np.stack(a)) for a in (xs, hs, hws, rs, rws)]

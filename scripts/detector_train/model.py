@@ -13,8 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-STRIDE = 4
-N_REG = 12
+from .encoding import N_REG, STRIDE  # noqa: F401  (STRIDE re-exported: the export writes it)
+
 MEAN = 0.5  # input = (rgb / 255 - MEAN) / STD
 STD = 0.25
 
