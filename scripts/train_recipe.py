@@ -60,7 +60,7 @@ RECIPES: dict[str, Recipe] = {
             Stage("s5", ("--steps", "7000", "--lr", "7e-4", "--seed", "5", "--emblem-p", "0.5",
                          "--furniture-p", "0.7", "--tag", "v1s5", "--threads", "1", "--workers", "1")),
         )),
-    # models/detector.md, "Training": det-0.5
+    # models/detector.md, "Training": det-0.6
     "detector": Recipe(
         script="train_detector.py", output="last.onnx", install_as="detector.onnx",
         folder_option="--run", export_option=None,
@@ -77,6 +77,12 @@ RECIPES: dict[str, Recipe] = {
             # det-0.5: the first stage with the don't-care regions (--train-ignore's default list)
             Stage("s5", ("--steps", "9000", "--lr", "1e-3", "--seed", "13", "--text-p", "0.35",
                          "--badge-p", "0.0", "--version", "det-0.5")),
+            # det-0.6: det-0.5's hard frames (mined from the shipped det-0.5) drawn more often, and
+            # each plate's regression weighing one in total
+            Stage("s6", ("--steps", "5000", "--lr", "5e-4", "--seed", "15", "--text-p", "0.35",
+                         "--badge-p", "0.0", "--hard-frames",
+                         "scripts/detector_train/hard_frames_det-0.5.json", "--reg-per-plate",
+                         "--version", "det-0.6")),
         )),
 }
 
