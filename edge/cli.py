@@ -103,7 +103,7 @@ def cmd_replay(args) -> int:
     from edge.factory import build_pipeline, load_models
     from edge.sources import iterate, source_for_path
 
-    kwargs = {}
+    kwargs, files = {}, {}
     models_dir, threads = Path(args.models), args.threads
     if args.config:
         from edge.config import load_config
@@ -111,9 +111,11 @@ def cmd_replay(args) -> int:
         cfg = load_config(args.config)
         kwargs = dict(tracking=cfg.tracking, motion=cfg.motion, roi=cfg.camera.roi,
                       min_score=cfg.detection.min_score, min_plate_width=cfg.detection.min_plate_width)
+        files = dict(detector=cfg.models.detector, recognizer=cfg.models.recognizer,
+                     verifier=cfg.models.verifier, verify_below=cfg.detection.verify_below)
         if args.models == str(default_models_dir()):
             models_dir, threads = cfg.models.dir, cfg.models.threads
-    detector, recognizer = load_models(models_dir, threads=threads)
+    detector, recognizer = load_models(models_dir, threads=threads, **files)
     pipeline = build_pipeline(detector, recognizer, **kwargs)
     t0 = time.perf_counter()
 
@@ -182,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("read", help="read plates in still images")
     p.add_argument("inputs", nargs="+", metavar="IMAGE|DIR")
     p.add_argument("--json", action="store_true", help="one JSON line per image")
-    p.add_argument("--models", default=models_default, help="folder with detector.onnx and recognizer.onnx")
+    p.add_argument("--models", default=models_default, help="folder with detector.onnx, plate_verifier.onnx and recognizer.onnx")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (0 = all)")
     p.add_argument("--min-score", type=float, default=0.4, help="detector score threshold")
     p.set_defaults(func=cmd_read)
@@ -191,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video", metavar="VIDEO", help="video file or image folder")
     p.add_argument("--json", action="store_true", help="one JSON line per vehicle passage")
     p.add_argument("--config", help="take tracking, motion, detection and ROI settings from this config")
-    p.add_argument("--models", default=models_default, help="folder with detector.onnx and recognizer.onnx")
+    p.add_argument("--models", default=models_default, help="folder with detector.onnx, plate_verifier.onnx and recognizer.onnx")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (0 = all)")
     p.set_defaults(func=cmd_replay)
 

@@ -97,11 +97,17 @@ class ModelsConfig(Section):
     dir: Path = Field(Path("models"), description="Folder holding the ONNX models and their sidecars.")
     detector: str = Field("detector.onnx", description="Plate detector model file inside models.dir.")
     recognizer: str = Field("recognizer.onnx", description="Plate recognizer model file inside models.dir.")
+    verifier: str = Field("plate_verifier.onnx", description=(
+        "Plate verifier model file inside models.dir: a second look at detector boxes of doubtful score, "
+        "so badges, grilles and lettering are not taken for plates. Empty (\"\") switches it off."))
     threads: int = Field(1, ge=0, le=64, description="onnxruntime intra-op threads per model (0 = all cores).")
 
 
 class DetectionConfig(Section):
     min_score: float = Field(0.4, ge=0, le=1, description="Detector score below which a box is ignored.")
+    verify_below: float = Field(0.7, ge=0, le=1, description=(
+        "Boxes the detector scores under this are looked at again by models.verifier; their score becomes "
+        "the geometric mean of the detector's score and the verifier's plate probability."))
     min_plate_width: int = Field(40, ge=0, description="Plates narrower than this many pixels are ignored (too small to read).")
     min_read_confidence: float = Field(0.5, ge=0, le=1, description="Passages below this confidence are not matched.")
 

@@ -90,7 +90,8 @@ class Daemon:
         opened: Outbox | None = None
         try:
             detector, recognizer = load_models(cfg.models.dir, cfg.models.detector, cfg.models.recognizer,
-                                               cfg.models.threads)
+                                               cfg.models.threads, cfg.models.verifier,
+                                               cfg.detection.verify_below)
             pipeline = build_pipeline(
                 detector, recognizer, tracking=cfg.tracking, motion=cfg.motion, roi=cfg.camera.roi,
                 min_score=cfg.detection.min_score, min_plate_width=cfg.detection.min_plate_width,

@@ -8,6 +8,11 @@ cell (see the model's `outputs` metadata). Decoding is a threshold, a gather and
 A region of interest (a polygon in original pixels) is searched by cropping its bounding
 rectangle, so the lanes get the model's full resolution and nothing outside costs time; plates
 whose centre lies outside the polygon are dropped.
+
+With a plate verifier (edge.plate_verifier), boxes whose score is doubtful (at least
+`score_threshold`, under `verify_below`) get a second look at their own pixels, and their score
+becomes the geometric mean of the detector's score and the verifier's plate probability: a badge
+the detector half believed falls away, a faint plate the verifier is sure of rises.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import cv2
 import numpy as np
 
 from edge.modelcontract import ModelContract, ModelContractError, make_session
+from edge.plate_verifier import PlateVerifier
 from edge.types import Detection
 
 Polygon = Sequence[Sequence[float]]
@@ -28,13 +34,17 @@ class PlateDetector:
     """Finds licence plates in BGR frames with the ONNX plate detector.
 
     `score_threshold` is the lowest plate score kept (the pipeline may filter higher);
-    `max_upscale` limits how much a small frame or region is enlarged before detection.
+    `max_upscale` limits how much a small frame or region is enlarged before detection;
+    `verifier` re-scores boxes scored under `verify_below` (see the module docstring).
     """
 
     def __init__(self, model_path: str | Path, threads: int = 1, score_threshold: float = 0.3,
-                 nms_iou: float = 0.5, max_detections: int = 50, max_upscale: float = 2.0):
+                 nms_iou: float = 0.5, max_detections: int = 50, max_upscale: float = 2.0,
+                 verifier: PlateVerifier | None = None, verify_below: float = 0.7):
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be within 0..1, got {score_threshold}")
+        if not 0.0 <= verify_below <= 1.0:
+            raise ValueError(f"verify_below must be within 0..1, got {verify_below}")
         if not 0.0 < nms_iou <= 1.0:
             raise ValueError(f"nms_iou must be within (0, 1], got {nms_iou}")
         self.contract = ModelContract.from_onnx(model_path)
@@ -58,6 +68,8 @@ class PlateDetector:
         self.nms_iou = float(nms_iou)
         self.max_detections = int(max_detections)
         self.max_upscale = float(max_upscale)
+        self.verifier = verifier
+        self.verify_below = float(verify_below)
 
     @property
     def version(self) -> str:
@@ -66,6 +78,7 @@ class PlateDetector:
     def detect(self, image: np.ndarray, roi: Polygon | None = None) -> list[Detection]:
         """All plates in image (BGR uint8, H x W x 3), best score first, in original-image pixels."""
         _check_image(image)
+        frame = image
         H, W = image.shape[:2]
         ox, oy = 0, 0
         poly = None
@@ -100,7 +113,21 @@ class PlateDetector:
             out.append(Detection(box=(float(bx1), float(by1), float(bx2), float(by2)),
                                  corners=tuple((float(px), float(py)) for px, py in quad),
                                  score=float(score)))
+        if self.verifier is not None:
+            out = self._verify(frame, out)
         return out
+
+    def _verify(self, frame: np.ndarray, dets: list[Detection]) -> list[Detection]:
+        """Doubtful boxes re-scored by the verifier, best score first again."""
+        doubtful = [i for i, d in enumerate(dets) if d.score < self.verify_below]
+        if not doubtful:
+            return dets
+        probs = self.verifier.probabilities(frame, [dets[i].box for i in doubtful])
+        dets = list(dets)
+        for i, p in zip(doubtful, probs):
+            d = dets[i]
+            dets[i] = Detection(box=d.box, corners=d.corners, score=float(np.sqrt(d.score * float(p))))
+        return sorted(dets, key=lambda d: -d.score)
 
     def letterbox(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """The model input for a BGR image (1 x C x H x W float32) and the scale applied to it; public so

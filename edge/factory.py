@@ -8,15 +8,19 @@ from typing import Sequence
 from edge.detector import PlateDetector
 from edge.motion import MotionConfig, MotionGate
 from edge.pipeline import Pipeline
+from edge.plate_verifier import PlateVerifier
 from edge.recognizer import PlateRecognizer
 from edge.tracker import PassageTracker, TrackerConfig
 from edge.types import Point
 
 
 def load_models(models_dir: Path, detector: str = "detector.onnx", recognizer: str = "recognizer.onnx",
-                threads: int = 1) -> tuple[PlateDetector, PlateRecognizer]:
-    """Load both ONNX models through their model contracts."""
-    return (PlateDetector(models_dir / detector, threads=threads),
+                threads: int = 1, verifier: str = "plate_verifier.onnx",
+                verify_below: float = 0.7) -> tuple[PlateDetector, PlateRecognizer]:
+    """Load the ONNX models through their model contracts; verifier "" leaves the detector without
+    its second look at doubtful boxes."""
+    second_look = PlateVerifier(models_dir / verifier, threads=threads) if verifier else None
+    return (PlateDetector(models_dir / detector, threads=threads, verifier=second_look, verify_below=verify_below),
             PlateRecognizer(models_dir / recognizer, threads=threads))
 
 

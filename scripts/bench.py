@@ -72,6 +72,7 @@ class WorkerSpec:
     trusted: str
     port: int | None
     workdir: str
+    verifier: str = ""
 
 
 class _Timed:
@@ -167,15 +168,17 @@ def run_worker(spec: WorkerSpec) -> dict:
     from edge.lists.store import ListStore
     from edge.motion import MotionConfig
     from edge.outbox import Outbox
+    from edge.plate_verifier import PlateVerifier
     from edge.publisher import MqttConfig, Publisher
     from edge.recognizer import PlateRecognizer
     from edge.tracker import TrackerConfig
     from edge.types import Frame
 
     t: dict[str, list[float]] = {s: [] for s in STAGES}
-    detector = PlateDetector(spec.detector, threads=spec.threads)
-    recognizer = PlateRecognizer(spec.recognizer, threads=spec.threads)
     dc = DetectionConfig()
+    verifier = PlateVerifier(spec.verifier, threads=spec.threads) if spec.verifier else None
+    detector = PlateDetector(spec.detector, threads=spec.threads, verifier=verifier, verify_below=dc.verify_below)
+    recognizer = PlateRecognizer(spec.recognizer, threads=spec.threads)
     pipe = build_pipeline(detector, recognizer, tracking=TrackerConfig(), motion=MotionConfig(),
                           min_score=dc.min_score, min_plate_width=dc.min_plate_width)
     pipe.detector = _Timed(detector, t["detect"], "detect")
@@ -303,6 +306,7 @@ def run_worker(spec: WorkerSpec) -> dict:
         "detect_frames": stats.frames - stats.skipped_detection, "reads": stats.reads,
         "skipped_reads": stats.skipped_reads, "passages": passages, "hit_passages": len(hit_passages),
         "detector": detector.version, "recognizer": recognizer.contract.version,
+        "verifier": verifier.version if verifier else "none",
     }
 
 
@@ -457,7 +461,8 @@ def report(results: dict, info: dict, header: dict) -> str:
     md = [f"Machine: {info['cpu']} ({info['isa']}), {cores} cores visible, {info['ram_gib']} GiB RAM; "
           f"Python {info['python']}, onnxruntime {info['onnxruntime']}, OpenCV {info['opencv']}; "
           f"load average at start {', '.join(f'{x:.2f}' for x in info.get('load_avg', ()))}.",
-          f"Models: detector `{header['detector']}`, recognizer `{header['recognizer']}`. "
+          f"Models: detector `{header['detector']}`, plate verifier `{header.get('verifier', 'none')}`, "
+          f"recognizer `{header['recognizer']}`. "
           f"List package: {header['list_entries']} keyed hashes. Broker: {header['broker']}. "
           f"Medians of {header['runs']} runs per row; evidence mode crop; unit defaults for detection "
           f"(min score, min plate width 40 px), tracking and motion gate.", ""]
@@ -520,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,0", help="onnxruntime thread settings to run (1 = one thread, 0 = all)")
     ap.add_argument("--detector", type=Path, default=ROOT / "models" / "detector.onnx")
     ap.add_argument("--recognizer", type=Path, default=ROOT / "models" / "recognizer.onnx")
+    ap.add_argument("--verifier", default=str(ROOT / "models" / "plate_verifier.onnx"),
+                    help="plate verifier ONNX file (the unit's default models.verifier); '' for none")
     ap.add_argument("--markdown", type=Path, help="write the markdown tables here")
     ap.add_argument("--json", type=Path, help="write every figure as JSON here")
     ap.add_argument("--update-doc", type=Path, help="replace the bench.py block of this markdown file")
@@ -529,9 +536,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.runs < 1:
         raise SystemExit("--runs must be at least 1 (3 or more for published figures)")
-    for p in (args.detector, args.recognizer):
+    for p in (args.detector, args.recognizer) + ((Path(args.verifier),) if args.verifier else ()):
         if not p.exists():
-            raise SystemExit(f"model {p} not found (trained by scripts/train_detector.py / train_recognizer.py)")
+            raise SystemExit(f"model {p} not found (trained by scripts/train_detector.py / train_recognizer.py / "
+                             "train_verifier.py)")
     threads = [int(x) for x in args.threads.split(",")]
     if any(t < 0 for t in threads):
         raise SystemExit("--threads: values must be 0 (all cores) or a positive thread count")
@@ -568,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
                         run_dir = work / f"run-{len(all_runs)}-{i}"
                         run_dir.mkdir()
                         spec = WorkerSpec(str(path), th, str(args.detector), str(args.recognizer), lst["snapshot"],
-                                          lst["device_key"], lst["trusted"], port, str(run_dir))
+                                          lst["device_key"], lst["trusted"], port, str(run_dir), args.verifier)
                         runs.append(run_one(spec))
                         print(f"[bench] {key} run {i + 1}: {runs[-1]['fps']} frames/s", file=sys.stderr, flush=True)
                     all_runs[key] = runs
@@ -579,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
                 broker.wait(5)
     first = next(iter(all_runs.values()))[0]
     header = {"detector": first["detector"], "recognizer": first["recognizer"], "runs": args.runs,
+              "verifier": first.get("verifier", "none"),
               "list_entries": lst["entries"], "broker": broker_note,
               "command": "scripts/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "pi5_core_ratio": PI5_CORE_RATIO, "pi5_core_ratio_range": PI5_CORE_RATIO_RANGE}

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector_train.sets import ROOT, load_set  # noqa: E402
 from edge.detector import PlateDetector  # noqa: E402
+from edge.plate_verifier import PlateVerifier  # noqa: E402
 from edge.recognizer import DEFAULT_REREAD_BELOW, PlateRecognizer  # noqa: E402
 
 
@@ -36,9 +37,13 @@ def main(argv=None) -> int:
     ap.add_argument("--min-score", type=float, default=0.4, help="as `anpr-edge read --min-score`")
     ap.add_argument("--no-reread", action="store_true",
                     help="do not read doubtful plates again from padded and trimmed copies (the serving default does)")
+    ap.add_argument("--verifier", type=Path, default=None,
+                    help="plate verifier ONNX file (second look at doubtful boxes, as the unit's models.verifier)")
+    ap.add_argument("--verify-below", type=float, default=0.7)
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
-    det = PlateDetector(args.model, threads=args.threads)
+    verifier = PlateVerifier(args.verifier, threads=args.threads) if args.verifier else None
+    det = PlateDetector(args.model, threads=args.threads, verifier=verifier, verify_below=args.verify_below)
     frames = [cv2.resize(cv2.imread(str(s.image)), (w, h)) for s in load_set("ro_dashcam") if s.split == "val"][:20]
     for f in frames[:5]:
         det.detect(f)
@@ -50,6 +55,11 @@ def main(argv=None) -> int:
         times.append((time.perf_counter() - t) * 1000)
     times.sort()
     print(f"model {args.model} (version {det.version}), {w}x{h}, intra-op threads {args.threads}, {args.runs} runs")
+    if verifier:
+        plain = PlateDetector(args.model, threads=args.threads)
+        doubtful = sum(sum(1 for d in plain.detect(f) if d.score < args.verify_below) for f in frames) / len(frames)
+        print(f"verifier {args.verifier} (version {verifier.version}): {doubtful:.2f} doubtful boxes per frame "
+              f"(score {plain.score_threshold:g}-{args.verify_below:g}) looked at again")
     print(f"detect         median {statistics.median(times):.2f} ms  p90 {times[int(0.9 * len(times))]:.2f} ms  "
           f"min {times[0]:.2f} ms  max {times[-1]:.2f} ms")
     rec = PlateRecognizer(args.recognizer, threads=args.threads,

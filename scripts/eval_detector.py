@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector_train.augment import cover_quad, warp_plate  # noqa: E402
 from detector_train.sets import DATA, ROOT, SETS, load_set  # noqa: E402
 from edge.detector import PlateDetector  # noqa: E402
+from edge.plate_verifier import PlateVerifier  # noqa: E402
 
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6)
 IGNORE = Path(__file__).resolve().parent / "detector_train" / "val_unlabelled_plates.json"
@@ -161,10 +162,22 @@ def main(argv=None) -> int:
     ap.add_argument("--ignore", type=Path, default=IGNORE,
                     help="ignore regions: real plates the val labels lack (detections on them count neither way); "
                          "'' for none")
+    ap.add_argument("--verifier", type=Path, default=None,
+                    help="plate verifier ONNX file: boxes under --verify-below get a second look (edge.plate_verifier)")
+    ap.add_argument("--verify-below", type=float, default=0.7)
+    ap.add_argument("--candidates", type=float, default=None,
+                    help="lowest detector score looked at (default: the lowest threshold of the sweep; "
+                         "0.3, the unit's, with --verifier)")
     args = ap.parse_args(argv)
 
     ignore = load_ignore(args.ignore)
-    det = PlateDetector(args.model, threads=1, score_threshold=min(THRESHOLDS + (args.score,)))
+    verifier = PlateVerifier(args.verifier, threads=1) if args.verifier else None
+    # with a verifier, boxes are looked at from the detector's serving default (0.3) up, as on the unit;
+    # a lower floor would let the verifier lift boxes the unit never shows it
+    floor = args.candidates if args.candidates is not None else (
+        0.3 if verifier else min(THRESHOLDS + (args.score,)))
+    det = PlateDetector(args.model, threads=1, score_threshold=floor, verifier=verifier,
+                        verify_below=args.verify_below)
     tallies: dict[str, Tally] = {}
     for name in args.sets:
         val = [s for s in load_set(name, DATA) if s.split == "val"]
@@ -182,6 +195,9 @@ def main(argv=None) -> int:
             tallies["nl_synth"] = t
 
     print(f"model {args.model} (version {det.version}), IoU >= 0.5, score >= {args.score}")
+    if verifier:
+        print(f"verifier {args.verifier} (version {verifier.version}): boxes scored {floor:g}-{args.verify_below:g} "
+              "re-scored as sqrt(score x P(plate))")
     print(f"{'set':16s} {'plates':>6s} {'dets':>6s} {'recall':>7s} {'prec':>7s} {'corner':>7s}")
     out = {}
     wide, unit = f"min_width_{args.min_width:g}", f"unit_min_width_{args.min_width:g}"

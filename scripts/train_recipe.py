@@ -4,6 +4,7 @@
     .venv/bin/python scripts/train_recipe.py recognizer            # runs/recipe/recognizer/...
     .venv/bin/python scripts/train_recipe.py detector --install    # ... and copy the result to models/
     .venv/bin/python scripts/train_recipe.py recognizer --dry-run  # print the stage commands only
+    .venv/bin/python scripts/train_recipe.py verifier --install    # the detector's second look
 
 The shipped models were made in stages (a from-scratch run, then fine-tuning runs with new data),
 each started from the previous stage's exported ONNX file. This script holds those stages as data,
@@ -83,6 +84,17 @@ RECIPES: dict[str, Recipe] = {
                          "--badge-p", "0.0", "--hard-frames",
                          "scripts/detector_train/hard_frames_det-0.5.json", "--reg-per-plate",
                          "--version", "det-0.6")),
+        )),
+    # models/plate_verifier.md: pv-0.4, one stage; it mines its crops from the shipped
+    # models/detector.onnx first (RUN/crops.npz), so rebuild it after the detector
+    "verifier": Recipe(
+        script="train_verifier.py", output="plate_verifier.onnx", install_as="plate_verifier.onnx",
+        folder_option="--run", export_option="--export",
+        stages=(
+            Stage("v1", ("--steps", "5000", "--seed", "2", "--occlude-p", "0.25", "--mine-damaged", "2",
+                         "--mine-dark-p", "0.25", "--mine-scenes", "3000", "--mine-seed", "1",
+                         "--version", "pv-0.4"),
+                  init_from_prev=False),
         )),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,3 +98,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.fail(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def detect_val_frames(shared_data: Path, name: str, min_width: float = 0.0) -> list[tuple[Path, np.ndarray]]:
+    """The val frames of one detection set with their labelled boxes (N x 4), sorted by file name;
+    only frames whose narrowest plate is at least min_width pixels wide."""
+    root = shared_data / "detect" / name
+    boxes: dict[str, list] = {}
+    with open(root / "labels.csv", newline="") as f:
+        for r in csv.DictReader(f):
+            if r.get("split", "val") == "val":
+                boxes.setdefault(r["image"], []).append([float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")])
+    out = [(root / k, np.asarray(v)) for k, v in sorted(boxes.items())]
+    return [(p, b) for p, b in out if (b[:, 2] - b[:, 0]).min() >= min_width]

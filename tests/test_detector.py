@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import cv2
@@ -13,7 +12,7 @@ from edge.detector import PlateDetector
 from edge.modelcontract import ModelContractError
 from edge.types import Detection
 
-from conftest import MODELS
+from conftest import MODELS, detect_val_frames
 
 MODEL = MODELS / "detector.onnx"
 
@@ -25,14 +24,7 @@ def detector() -> PlateDetector:
 
 
 def _val_frames(shared_data: Path, name: str, min_width: float) -> list[tuple[Path, np.ndarray]]:
-    root = shared_data / "detect" / name
-    boxes: dict[str, list] = {}
-    with open(root / "labels.csv", newline="") as f:
-        for r in csv.DictReader(f):
-            if r.get("split", "val") == "val":
-                boxes.setdefault(r["image"], []).append([float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")])
-    out = [(root / k, np.asarray(v)) for k, v in sorted(boxes.items())]
-    return [(p, b) for p, b in out if (b[:, 2] - b[:, 0]).min() >= min_width]
+    return detect_val_frames(shared_data, name, min_width)
 
 
 def _iou(a, b) -> float:

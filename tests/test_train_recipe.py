@@ -37,7 +37,8 @@ def test_every_option_of_a_stage_is_one_the_training_script_takes(name):
     source = (ROOT / "scripts" / recipe.script).read_text()
     known = set(re.findall(r'add_argument\(\s*"(--[a-z-]+)"', source))
     used = {a for s in recipe.stages for a in s.args if a.startswith("--")}
-    used |= {recipe.folder_option, "--init"} | ({recipe.export_option} if recipe.export_option else set())
+    used |= {recipe.folder_option} | ({recipe.export_option} if recipe.export_option else set())
+    used |= {"--init"} if any(s.init_from_prev for s in recipe.stages) else set()
     assert used <= known, f"{recipe.script} lacks {sorted(used - known)}"
 
 
@@ -48,6 +49,8 @@ def test_the_last_stage_matches_the_shipped_model_version():
     assert rec[rec.index("--tag") + 1] == "v1s5" and rec[rec.index("--steps") + 1] == "7000"
     assert "crnn-ctc-v1s5-s7000" in (ROOT / "models" / "recognizer.md").read_text()
     assert f"({det[det.index('--version') + 1]})" in (ROOT / "models" / "detector.md").read_text()
+    ver = tr.RECIPES["verifier"].stages[-1].args
+    assert f"version {ver[ver.index('--version') + 1]}" in (ROOT / "models" / "plate_verifier.md").read_text()
 
 
 def test_finished_stages_are_skipped_and_a_run_resumes_at_the_first_unfinished(tmp_path):

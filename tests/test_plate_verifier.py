@@ -1,0 +1,135 @@
+"""The plate verifier (second look at doubtful detector boxes) on real frames, with the committed models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.detector import PlateDetector
+from edge.factory import load_models
+from edge.modelcontract import ModelContractError
+from edge.plate_verifier import PlateVerifier, verifier_crop
+
+from conftest import MODELS, detect_val_frames
+
+VERIFIER = MODELS / "plate_verifier.onnx"
+
+
+@pytest.fixture(scope="module")
+def verifier() -> PlateVerifier:
+    assert VERIFIER.is_file(), f"{VERIFIER} is missing: scripts/train_verifier.py writes it"
+    return PlateVerifier(VERIFIER, threads=1)
+
+
+def _val_frames(shared_data: Path, name: str) -> list[tuple[Path, np.ndarray]]:
+    return detect_val_frames(shared_data, name)
+
+
+def test_metadata_describes_the_crop(verifier):
+    assert verifier.contract.kind == "plate_verifier"
+    assert verifier.version
+    assert (verifier.height, verifier.width) == (32, 96)
+    assert verifier.context_x >= 1.0 and verifier.context_y >= 1.0
+
+
+def test_crop_keeps_shape_inside_and_outside_the_frame():
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[40:60, 80:120] = 255  # a white "plate"
+    inside = verifier_crop(img, (80, 40, 120, 60), 32, 96, 1.5, 2.0)
+    assert inside.shape == (32, 96, 3) and inside.dtype == np.uint8
+    # the box is the middle two thirds across and the middle half down: white there, black around
+    assert inside[12:20, 20:76].min() == 255
+    assert inside[:4].max() == 0 and inside[:, :6].max() == 0
+    # a box hanging over the frame's corner repeats the edge pixels instead of failing
+    corner = verifier_crop(img, (-30, -10, 20, 10), 32, 96, 1.5, 2.0)
+    assert corner.shape == (32, 96, 3)
+    # a box wholly outside the frame gives a grey crop
+    outside = verifier_crop(img, (500, 500, 540, 520), 32, 96, 1.5, 2.0)
+    assert outside.shape == (32, 96, 3) and np.all(outside == 114)
+
+
+def test_real_plates_score_high_and_empty_road_low(verifier, shared_data):
+    """Labelled val plates of two real sets against boxes of the same size moved to where no plate is."""
+    plates, empty = [], []
+    for name in ("ro_dashcam", "openalpr_us_br"):
+        for path, boxes in _val_frames(shared_data, name)[:25]:
+            img = cv2.imread(str(path))
+            H, W = img.shape[:2]
+            wide = [b for b in boxes if b[2] - b[0] >= 40]
+            plates.extend(verifier.probabilities(img, wide))
+            # the same box shifted to the top strip of the frame (sky, buildings, road far away)
+            moved = [(b[0], 0.02 * H, b[2], 0.02 * H + (b[3] - b[1])) for b in wide
+                     if not any(o[1] < 0.02 * H + (b[3] - b[1]) * 3 for o in boxes)]
+            empty.extend(verifier.probabilities(img, moved))
+    plates, empty = np.asarray(plates), np.asarray(empty)
+    assert len(plates) >= 30 and len(empty) >= 10
+    assert np.mean(plates >= 0.5) >= 0.9, f"plates kept: {np.sort(plates)[:10]}"
+    assert np.mean(empty < 0.5) >= 0.9, f"empty boxes rejected: {np.sort(empty)[-10:]}"
+
+
+def test_detector_rescores_only_doubtful_boxes(verifier, shared_data):
+    """score = sqrt(detector score x P(plate)) under verify_below; sure boxes keep the detector's score."""
+    plain = PlateDetector(MODELS / "detector.onnx", threads=1, score_threshold=0.2)
+    checked = PlateDetector(MODELS / "detector.onnx", threads=1, score_threshold=0.2, verifier=verifier,
+                            verify_below=0.7)
+    seen_doubtful = seen_sure = 0
+    for path, _ in _val_frames(shared_data, "uc3m")[:40]:
+        img = cv2.imread(str(path))
+        before = plain.detect(img)
+        after = {d.box: d.score for d in checked.detect(img)}
+        assert len(after) == len(before)
+        for d in before:
+            if d.score < 0.7:
+                p = float(verifier.probabilities(img, [d.box])[0])
+                assert after[d.box] == pytest.approx(np.sqrt(d.score * p), abs=1e-5)
+                seen_doubtful += 1
+            else:
+                assert after[d.box] == pytest.approx(d.score)
+                seen_sure += 1
+    assert seen_doubtful >= 10 and seen_sure >= 10
+
+
+def test_verifier_removes_false_boxes_and_keeps_plates(verifier, shared_data):
+    """On uc3m val frames at the unit's score 0.4: fewer boxes off every labelled plate, the same plates found."""
+    plain = PlateDetector(MODELS / "detector.onnx", threads=1)
+    checked = PlateDetector(MODELS / "detector.onnx", threads=1, verifier=verifier)
+
+    def tally(det):
+        found = false = 0
+        for path, boxes in _val_frames(shared_data, "uc3m")[:120]:
+            dets = [d for d in det.detect(cv2.imread(str(path))) if d.score >= 0.4]
+            hit = [any(_iou(d.box, b) >= 0.5 for b in boxes) for d in dets]
+            found += sum(any(_iou(d.box, b) >= 0.5 for d in dets) for b in boxes)
+            false += sum(1 for h, d in zip(hit, dets) if not h and not any(_iou(d.box, b) > 0 for b in boxes))
+        return found, false
+
+    found0, false0 = tally(plain)
+    found1, false1 = tally(checked)
+    assert found1 >= found0 - 1
+    assert false1 <= false0 * 0.6, (false0, false1)
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+    return ix * iy / u if u > 0 else 0.0
+
+
+def test_factory_loads_it_by_default_and_can_leave_it_out():
+    det, _ = load_models(MODELS)
+    assert det.verifier is not None and det.verifier.contract.kind == "plate_verifier"
+    det, _ = load_models(MODELS, verifier="")
+    assert det.verifier is None
+
+
+def test_wrong_or_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelContractError, match="expected 'plate_verifier'"):
+        PlateVerifier(MODELS / "detector.onnx")
+    with pytest.raises((ModelContractError, FileNotFoundError), match="nope.onnx"):
+        PlateVerifier(tmp_path / "nope.onnx")
+    with pytest.raises(ValueError, match="verify_below"):
+        PlateDetector(MODELS / "detector.onnx", verify_below=1.5)
