@@ -21,7 +21,10 @@ When passages are emitted (the decision the matcher relies on):
   and `min_chars`.
 A passage whose text is the text, or a part (see `is_fragment`), of a passage out less than `rejoin_s`
 ago, or of a longer and likely enough read of a track still open, is not sent: the same vehicle, or
-its plate cut by the frame edge as it leaves or half hidden behind another vehicle.
+its plate cut by the frame edge as it leaves or half hidden behind another vehicle. Nor is a less
+sure read one character off (same length) of a track still open whose passage is out and whose box
+overlaps this track's: the same plate, partly hidden, followed by a second track (a different plate
+one character off, at the same place at the same time, is not a case that happens).
 
 Call `update` for every frame the pipeline processes, with an empty list when the detector ran and
 found nothing. When `settled` is True (every open track silent) and nothing moved, the pipeline may
@@ -150,6 +153,11 @@ def is_fragment(part: str, whole: str) -> bool:
         return False
     # edit distance from part to the best-matching substring of whole (free start and end in whole)
     return min(_last_row(part, whole, free_start=True)) <= 1
+
+
+def _one_substitution(a: str, b: str) -> bool:
+    """Same length, exactly one character different."""
+    return len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1
 
 
 def _overlap_of_smaller(a, b) -> float:
@@ -501,7 +509,12 @@ class PassageTracker:
             return None
         for o in self._tracks:  # a split of another track that is still open: the same plate, partly hidden
             oc = o.consensus
-            if o is t or oc is None or not is_fragment(c.text, oc.text):
+            if o is t or oc is None:
+                continue
+            if (o.emitted and oc.confidence > c.confidence and _one_substitution(c.text, oc.text)
+                    and _overlap_of_smaller(t.box, o.box) >= 0.5):
+                return None  # the reported plate, read one character off by a second track on its box
+            if not is_fragment(c.text, oc.text):
                 continue
             if o.emitted or (len(oc.text) > len(c.text) and oc.confidence >= self.cfg.min_confidence):
                 return None

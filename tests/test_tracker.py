@@ -511,3 +511,23 @@ def test_pipeline_survives_a_failing_stage():
     passages += pipe.finish()
     assert [p.text for p in passages] == ["XS123B"]
     assert pipe.stats.errors >= 2
+
+
+def test_second_track_on_a_reported_plate_read_one_character_off_gives_no_passage():
+    """A parked 62FNKY is half hidden at first (a small box on its visible part, read 62FNKV less surely);
+    when it shows whole its box is too much larger to continue that track, so a second track reads
+    it and reports it. The first track, one character off on the same plate, is no vehicle."""
+    tracker = PassageTracker(TrackerConfig())
+    frames = [(i, 330, 300, 50, _read("62FNKV", 0.85)) for i in range(5)]
+    frames += [(i, 300, 300, 110, _read("62FNKY", 0.999)) for i in range(5, 60)]
+    out = _feed(tracker, frames) + tracker.flush()
+    assert [p.text for p in out] == ["62FNKY"]
+
+
+def test_plate_one_character_off_elsewhere_is_its_own_passage():
+    """The same two texts on two different spots of the frame are two vehicles."""
+    tracker = PassageTracker(TrackerConfig())
+    frames = [(i, 560, 300, 60, _read("62FNKV", 0.85)) for i in range(5)]
+    frames += [(i, 150, 300, 110, _read("62FNKY", 0.999)) for i in range(5, 60)]
+    out = _feed(tracker, frames) + tracker.flush()
+    assert sorted(p.text for p in out) == ["62FNKV", "62FNKY"]
