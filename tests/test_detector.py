@@ -12,7 +12,7 @@ from edge.detector import PlateDetector
 from edge.modelcontract import ModelContractError
 from edge.types import Detection
 
-from conftest import MODELS, detect_val_frames
+from conftest import MODELS, box_iou, detect_val_frames
 
 MODEL = MODELS / "detector.onnx"
 
@@ -27,11 +27,7 @@ def _val_frames(shared_data: Path, name: str, min_width: float) -> list[tuple[Pa
     return detect_val_frames(shared_data, name, min_width)
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-    return ix * iy / u
+_iou = box_iou
 
 
 def _found(dets: list[Detection], box, min_iou=0.5) -> Detection | None:

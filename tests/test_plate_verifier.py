@@ -13,7 +13,7 @@ from edge.factory import load_models
 from edge.modelcontract import ModelContractError
 from edge.plate_verifier import PlateVerifier, verifier_crop
 
-from conftest import MODELS, detect_val_frames
+from conftest import MODELS, box_iou, detect_val_frames
 
 VERIFIER = MODELS / "plate_verifier.onnx"
 
@@ -112,11 +112,7 @@ def test_verifier_removes_false_boxes_and_keeps_plates(verifier, shared_data):
     assert false1 <= false0 * 0.6, (false0, false1)
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-    return ix * iy / u if u > 0 else 0.0
+_iou = box_iou
 
 
 def test_factory_loads_it_by_default_and_can_leave_it_out():

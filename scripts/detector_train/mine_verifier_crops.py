@@ -58,11 +58,12 @@ def is_dev(key: str, share: int) -> bool:
     return int(hashlib.sha1(key.encode()).hexdigest(), 16) % 100 < share
 
 
-def label_box(box, plates, others) -> int:
-    """1 plate, 0 not a plate, -1 left out (a part of a plate or of an unlabelled one)."""
-    if any(iou(box, p) >= 0.5 for p in plates):
+def label_box(box, plates, unlabelled) -> int:
+    """1 plate (a labelled one or a checked unlabelled one), 0 not a plate, -1 left out (a part of one)."""
+    every = list(plates) + list(unlabelled)
+    if any(iou(box, p) >= 0.5 for p in every):
         return 1
-    if any(overlap_min(box, p) > 0.0 for p in list(plates) + list(others)):
+    if any(overlap_min(box, p) > 0.0 for p in every):
         return -1
     return 0
 
@@ -111,7 +112,7 @@ def rendered_scene(rng, painter, render_plate, dark_p: float):
         h = w * ph / pw
         x, y = float(rng.uniform(0, 640 - w)), float(rng.uniform(0, 480 - h))
         box = [x, y, x + w, y + h]
-        if any(iou(box, q) > 0 or overlap_min(box, q) > 0 for q in plates):
+        if any(overlap_min(box, q) > 0 for q in plates):
             continue
         q = jitter_quad(box, rng, 0.12)
         img = warp_plate(img, np.ascontiguousarray(p.image), q, rng)
@@ -175,8 +176,6 @@ def main(argv: list[str] | None = None) -> int:
             for kind, frame, plates, unlabelled in variants:
                 for d in det.detect(frame):
                     lab = label_box(d.box, plates, unlabelled)
-                    if lab == -1 and any(iou(d.box, o) >= 0.5 for o in unlabelled):
-                        lab = 1  # a checked unlabelled plate
                     if lab < 0:
                         continue
                     crops.append(verifier_crop(frame, d.box, CROP_H, CROP_W, CONTEXT_X, CONTEXT_Y))
