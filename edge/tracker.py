@@ -108,6 +108,20 @@ class TrackerConfig(Section):
 
 
 _VETO_CHAR_CONFIDENCE = 0.6  # a garbage read of a small or blurred plate must not end a track
+# In the vote, a read also counts by how sure the recognizer was of it against the track's surest read
+# (the ratio of their confidences to this power, floored): on a far or blurred plate the recognizer is
+# still sure of single characters it gets wrong, and thirty such frames of a parked car must not outvote
+# the few clear reads as it comes near. Reads of a track that are all alike unsure count as before.
+_VOTE_CONFIDENCE_POWER = 0.5
+_VOTE_CONFIDENCE_FLOOR = 0.05
+
+
+def _vote_weights(reads: list[tuple[PlateRead, float]]) -> list[float]:
+    """Each read's weight in the vote: its track weight times its confidence against the surest read's
+    (see _VOTE_CONFIDENCE_POWER)."""
+    best = max(max(float(r.confidence) for r, _ in reads), _VOTE_CONFIDENCE_FLOOR)
+    return [w * (max(float(r.confidence), _VOTE_CONFIDENCE_FLOOR) / best) ** _VOTE_CONFIDENCE_POWER
+            for r, w in reads]
 
 
 def _center(box) -> tuple[float, float]:
@@ -460,7 +474,7 @@ class PassageTracker:
             t.best[text] = (score, obs)
             if len(t.best) > _BEST_TEXTS:
                 del t.best[min(t.best, key=lambda k: t.best[k][0])]
-        t.consensus = vote([r for r, _ in t.reads], [w for _, w in t.reads])
+        t.consensus = vote([r for r, _ in t.reads], _vote_weights(t.reads))
 
     def _is_confident(self, t: _Track) -> bool:
         c = t.consensus

@@ -314,6 +314,25 @@ def test_far_reads_agreeing_on_a_misread_do_not_settle_the_track_early():
     assert [p.text for p in out] == ["RJZ02K"]
 
 
+def _parked_then_clear(tracker: PassageTracker) -> list:
+    """A plate standing 42 px wide for 30 frames, read RJZ08K with little confidence overall but sure of
+    its wrong 8 (a blurred 9), then coming near and read RJZ09K clearly in 6 frames."""
+    unsure = PlateRead(text="RJZ08K", formatted="RJZ-08-K", country="NL", confidence=0.06,
+                       char_confidences=(0.4, 0.4, 0.4, 0.6, 0.95, 0.4))
+    frames = [(i, 300.0 + (i % 2) * 0.5, 200.0, 42.0, unsure) for i in range(30)]
+    frames += [(i, 300 + 6 * (i - 29), 200 + 10 * (i - 29), 60 + 10 * (i - 30), _read("RJZ09K", 0.99))
+               for i in range(30, 36)]
+    return _feed(tracker, frames) + tracker.flush()
+
+
+def test_many_doubtful_reads_of_a_parked_plate_do_not_outvote_its_few_clear_reads(monkeypatch):
+    assert [p.text for p in _parked_then_clear(PassageTracker(TrackerConfig()))] == ["RJZ09K"]
+    # what the read's own confidence in the vote prevents: counted by their track weight alone, the
+    # thirty doubtful reads win
+    monkeypatch.setattr("edge.tracker._VOTE_CONFIDENCE_POWER", 0.0)
+    assert [p.text for p in _parked_then_clear(PassageTracker(TrackerConfig()))] == ["RJZ08K"]
+
+
 def test_plate_cut_by_the_frame_edge_after_its_passage_gives_no_second_passage():
     """After PS924J's passage, the same car's plate half out of view is read PS92: not a new vehicle."""
     tracker = PassageTracker(TrackerConfig())
