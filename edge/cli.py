@@ -112,7 +112,8 @@ def cmd_replay(args) -> int:
         kwargs = dict(tracking=cfg.tracking, motion=cfg.motion, roi=cfg.camera.roi,
                       min_score=cfg.detection.min_score, min_plate_width=cfg.detection.min_plate_width)
         files = dict(detector=cfg.models.detector, recognizer=cfg.models.recognizer,
-                     verifier=cfg.models.verifier, verify_below=cfg.detection.verify_below)
+                     verifier=cfg.models.verifier, verify_below=cfg.detection.verify_below,
+                     corner_refiner=cfg.models.corner_refiner)
         if args.models == str(default_models_dir()):
             models_dir, threads = cfg.models.dir, cfg.models.threads
     detector, recognizer = load_models(models_dir, threads=threads, **files)
@@ -184,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("read", help="read plates in still images")
     p.add_argument("inputs", nargs="+", metavar="IMAGE|DIR")
     p.add_argument("--json", action="store_true", help="one JSON line per image")
-    p.add_argument("--models", default=models_default, help="folder with detector.onnx, plate_verifier.onnx and recognizer.onnx")
+    p.add_argument("--models", default=models_default, help="folder with detector.onnx, plate_verifier.onnx, corner_refiner.onnx and recognizer.onnx")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (0 = all)")
     p.add_argument("--min-score", type=float, default=0.4, help="detector score threshold")
     p.set_defaults(func=cmd_read)
@@ -193,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video", metavar="VIDEO", help="video file or image folder")
     p.add_argument("--json", action="store_true", help="one JSON line per vehicle passage")
     p.add_argument("--config", help="take tracking, motion, detection and ROI settings from this config")
-    p.add_argument("--models", default=models_default, help="folder with detector.onnx, plate_verifier.onnx and recognizer.onnx")
+    p.add_argument("--models", default=models_default, help="folder with detector.onnx, plate_verifier.onnx, corner_refiner.onnx and recognizer.onnx")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (0 = all)")
     p.set_defaults(func=cmd_replay)
 

@@ -100,6 +100,9 @@ class ModelsConfig(Section):
     verifier: str = Field("plate_verifier.onnx", description=(
         "Plate verifier model file inside models.dir: a second look at detector boxes of doubtful score, "
         "so badges, grilles and lettering are not taken for plates. Empty (\"\") switches it off."))
+    corner_refiner: str = Field("corner_refiner.onnx", description=(
+        "Corner refiner model file inside models.dir: places each detected plate's four corners from a "
+        "closer look, so the recognizer reads a better straightened crop. Empty (\"\") switches it off."))
     threads: int = Field(1, ge=0, le=64, description="onnxruntime intra-op threads per model (0 = all cores).")
 
 

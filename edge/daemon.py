@@ -91,7 +91,7 @@ class Daemon:
         try:
             detector, recognizer = load_models(cfg.models.dir, cfg.models.detector, cfg.models.recognizer,
                                                cfg.models.threads, cfg.models.verifier,
-                                               cfg.detection.verify_below)
+                                               cfg.detection.verify_below, cfg.models.corner_refiner)
             pipeline = build_pipeline(
                 detector, recognizer, tracking=cfg.tracking, motion=cfg.motion, roi=cfg.camera.roi,
                 min_score=cfg.detection.min_score, min_plate_width=cfg.detection.min_plate_width,

@@ -13,6 +13,9 @@ With a plate verifier (edge.plate_verifier), boxes whose score is doubtful (at l
 `score_threshold`, under `verify_below`) get a second look at their own pixels, and their score
 becomes the geometric mean of the detector's score and the verifier's plate probability: a badge
 the detector half believed falls away, a faint plate the verifier is sure of rises.
+
+With a corner refiner (edge.corner_refiner), every box returned gets its corners from a closer look
+at its own pixels, where the refined quad is plausible; the box becomes the one those corners span.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge.corner_refiner import CornerRefiner, plausible
 from edge.modelcontract import ModelContract, ModelContractError, make_session
 from edge.plate_verifier import PlateVerifier
 from edge.types import Detection
@@ -35,12 +39,14 @@ class PlateDetector:
 
     `score_threshold` is the lowest plate score kept (the pipeline may filter higher);
     `max_upscale` limits how much a small frame or region is enlarged before detection;
-    `verifier` re-scores boxes scored under `verify_below` (see the module docstring).
+    `verifier` re-scores boxes scored under `verify_below`, `refiner` places every returned box's
+    corners (see the module docstring).
     """
 
     def __init__(self, model_path: str | Path, threads: int = 1, score_threshold: float = 0.3,
                  nms_iou: float = 0.5, max_detections: int = 50, max_upscale: float = 2.0,
-                 verifier: PlateVerifier | None = None, verify_below: float = 0.7):
+                 verifier: PlateVerifier | None = None, verify_below: float = 0.7,
+                 refiner: CornerRefiner | None = None):
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be within 0..1, got {score_threshold}")
         if not 0.0 <= verify_below <= 1.0:
@@ -70,6 +76,7 @@ class PlateDetector:
         self.max_upscale = float(max_upscale)
         self.verifier = verifier
         self.verify_below = float(verify_below)
+        self.refiner = refiner
 
     @property
     def version(self) -> str:
@@ -115,6 +122,25 @@ class PlateDetector:
                                  score=float(score)))
         if self.verifier is not None:
             out = self._verify(frame, out)
+        if self.refiner is not None:
+            out = self._refine(frame, out)
+        return out
+
+    def _refine(self, frame: np.ndarray, dets: list[Detection]) -> list[Detection]:
+        """Corners (and the box they span) from the corner refiner, where its quad is plausible."""
+        if not dets:
+            return dets
+        H, W = frame.shape[:2]
+        out = []
+        for d, quad in zip(dets, self.refiner.corners(frame, [d.box for d in dets])):
+            if plausible(quad, d.box):
+                quad = np.stack([quad[:, 0].clip(0, W), quad[:, 1].clip(0, H)], 1)
+                x1, y1 = quad.min(0)
+                x2, y2 = quad.max(0)
+                if x2 - x1 >= 1 and y2 - y1 >= 1:
+                    d = Detection(box=(float(x1), float(y1), float(x2), float(y2)),
+                                  corners=tuple((float(px), float(py)) for px, py in quad), score=d.score)
+            out.append(d)
         return out
 
     def _verify(self, frame: np.ndarray, dets: list[Detection]) -> list[Detection]:

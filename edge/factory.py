@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from edge.corner_refiner import CornerRefiner
 from edge.detector import PlateDetector
 from edge.motion import MotionConfig, MotionGate
 from edge.pipeline import Pipeline
@@ -16,11 +17,14 @@ from edge.types import Point
 
 def load_models(models_dir: Path, detector: str = "detector.onnx", recognizer: str = "recognizer.onnx",
                 threads: int = 1, verifier: str = "plate_verifier.onnx",
-                verify_below: float = 0.7) -> tuple[PlateDetector, PlateRecognizer]:
+                verify_below: float = 0.7,
+                corner_refiner: str = "corner_refiner.onnx") -> tuple[PlateDetector, PlateRecognizer]:
     """Load the ONNX models through their model contracts; verifier "" leaves the detector without
-    its second look at doubtful boxes."""
+    its second look at doubtful boxes, corner_refiner "" with its own corners."""
     second_look = PlateVerifier(models_dir / verifier, threads=threads) if verifier else None
-    return (PlateDetector(models_dir / detector, threads=threads, verifier=second_look, verify_below=verify_below),
+    refiner = CornerRefiner(models_dir / corner_refiner, threads=threads) if corner_refiner else None
+    return (PlateDetector(models_dir / detector, threads=threads, verifier=second_look, verify_below=verify_below,
+                          refiner=refiner),
             PlateRecognizer(models_dir / recognizer, threads=threads))
 
 

@@ -73,6 +73,7 @@ class WorkerSpec:
     port: int | None
     workdir: str
     verifier: str = ""
+    refiner: str = ""
 
 
 class _Timed:
@@ -168,6 +169,7 @@ def run_worker(spec: WorkerSpec) -> dict:
     from edge.lists.store import ListStore
     from edge.motion import MotionConfig
     from edge.outbox import Outbox
+    from edge.corner_refiner import CornerRefiner
     from edge.plate_verifier import PlateVerifier
     from edge.publisher import MqttConfig, Publisher
     from edge.recognizer import PlateRecognizer
@@ -177,7 +179,9 @@ def run_worker(spec: WorkerSpec) -> dict:
     t: dict[str, list[float]] = {s: [] for s in STAGES}
     dc = DetectionConfig()
     verifier = PlateVerifier(spec.verifier, threads=spec.threads) if spec.verifier else None
-    detector = PlateDetector(spec.detector, threads=spec.threads, verifier=verifier, verify_below=dc.verify_below)
+    refiner = CornerRefiner(spec.refiner, threads=spec.threads) if spec.refiner else None
+    detector = PlateDetector(spec.detector, threads=spec.threads, verifier=verifier, verify_below=dc.verify_below,
+                             refiner=refiner)
     recognizer = PlateRecognizer(spec.recognizer, threads=spec.threads)
     pipe = build_pipeline(detector, recognizer, tracking=TrackerConfig(), motion=MotionConfig(),
                           min_score=dc.min_score, min_plate_width=dc.min_plate_width)
@@ -307,6 +311,7 @@ def run_worker(spec: WorkerSpec) -> dict:
         "skipped_reads": stats.skipped_reads, "passages": passages, "hit_passages": len(hit_passages),
         "detector": detector.version, "recognizer": recognizer.contract.version,
         "verifier": verifier.version if verifier else "none",
+        "refiner": refiner.version if refiner else "none",
     }
 
 
@@ -462,7 +467,7 @@ def report(results: dict, info: dict, header: dict) -> str:
           f"Python {info['python']}, onnxruntime {info['onnxruntime']}, OpenCV {info['opencv']}; "
           f"load average at start {', '.join(f'{x:.2f}' for x in info.get('load_avg', ()))}.",
           f"Models: detector `{header['detector']}`, plate verifier `{header.get('verifier', 'none')}`, "
-          f"recognizer `{header['recognizer']}`. "
+          f"corner refiner `{header.get('refiner', 'none')}`, recognizer `{header['recognizer']}`. "
           f"List package: {header['list_entries']} keyed hashes. Broker: {header['broker']}. "
           f"Medians of {header['runs']} runs per row; evidence mode crop; unit defaults for detection "
           f"(min score, min plate width 40 px), tracking and motion gate.", ""]
@@ -527,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--recognizer", type=Path, default=ROOT / "models" / "recognizer.onnx")
     ap.add_argument("--verifier", default=str(ROOT / "models" / "plate_verifier.onnx"),
                     help="plate verifier ONNX file (the unit's default models.verifier); '' for none")
+    ap.add_argument("--refiner", default=str(ROOT / "models" / "corner_refiner.onnx"),
+                    help="corner refiner ONNX file (the unit's default models.corner_refiner); '' for none")
     ap.add_argument("--markdown", type=Path, help="write the markdown tables here")
     ap.add_argument("--json", type=Path, help="write every figure as JSON here")
     ap.add_argument("--update-doc", type=Path, help="replace the bench.py block of this markdown file")
@@ -536,10 +543,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.runs < 1:
         raise SystemExit("--runs must be at least 1 (3 or more for published figures)")
-    for p in (args.detector, args.recognizer) + ((Path(args.verifier),) if args.verifier else ()):
+    for p in ((args.detector, args.recognizer) + ((Path(args.verifier),) if args.verifier else ())
+              + ((Path(args.refiner),) if args.refiner else ())):
         if not p.exists():
             raise SystemExit(f"model {p} not found (trained by scripts/train_detector.py / train_recognizer.py / "
-                             "train_verifier.py)")
+                             "train_verifier.py / train_corner_refiner.py)")
     threads = [int(x) for x in args.threads.split(",")]
     if any(t < 0 for t in threads):
         raise SystemExit("--threads: values must be 0 (all cores) or a positive thread count")
@@ -576,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
                         run_dir = work / f"run-{len(all_runs)}-{i}"
                         run_dir.mkdir()
                         spec = WorkerSpec(str(path), th, str(args.detector), str(args.recognizer), lst["snapshot"],
-                                          lst["device_key"], lst["trusted"], port, str(run_dir), args.verifier)
+                                          lst["device_key"], lst["trusted"], port, str(run_dir), args.verifier,
+                                          args.refiner)
                         runs.append(run_one(spec))
                         print(f"[bench] {key} run {i + 1}: {runs[-1]['fps']} frames/s", file=sys.stderr, flush=True)
                     all_runs[key] = runs
@@ -587,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
                 broker.wait(5)
     first = next(iter(all_runs.values()))[0]
     header = {"detector": first["detector"], "recognizer": first["recognizer"], "runs": args.runs,
-              "verifier": first.get("verifier", "none"),
+              "verifier": first.get("verifier", "none"), "refiner": first.get("refiner", "none"),
               "list_entries": lst["entries"], "broker": broker_note,
               "command": "scripts/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "pi5_core_ratio": PI5_CORE_RATIO, "pi5_core_ratio_range": PI5_CORE_RATIO_RANGE}

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector_train.sets import ROOT, load_set  # noqa: E402
 from edge.detector import PlateDetector  # noqa: E402
+from edge.corner_refiner import CornerRefiner  # noqa: E402
 from edge.plate_verifier import PlateVerifier  # noqa: E402
 from edge.recognizer import DEFAULT_REREAD_BELOW, PlateRecognizer  # noqa: E402
 
@@ -40,10 +41,14 @@ def main(argv=None) -> int:
     ap.add_argument("--verifier", type=Path, default=None,
                     help="plate verifier ONNX file (second look at doubtful boxes, as the unit's models.verifier)")
     ap.add_argument("--verify-below", type=float, default=0.7)
+    ap.add_argument("--refiner", type=Path, default=None,
+                    help="corner refiner ONNX file (every box's corners from a closer look, as models.corner_refiner)")
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
     verifier = PlateVerifier(args.verifier, threads=args.threads) if args.verifier else None
-    det = PlateDetector(args.model, threads=args.threads, verifier=verifier, verify_below=args.verify_below)
+    refiner = CornerRefiner(args.refiner, threads=args.threads) if args.refiner else None
+    det = PlateDetector(args.model, threads=args.threads, verifier=verifier, verify_below=args.verify_below,
+                        refiner=refiner)
     frames = [cv2.resize(cv2.imread(str(s.image)), (w, h)) for s in load_set("ro_dashcam") if s.split == "val"][:20]
     for f in frames[:5]:
         det.detect(f)

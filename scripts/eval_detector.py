@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector_train.augment import cover_quad, warp_plate  # noqa: E402
 from detector_train.sets import DATA, ROOT, SETS, load_set  # noqa: E402
 from edge.detector import PlateDetector  # noqa: E402
+from edge.corner_refiner import CornerRefiner  # noqa: E402
 from edge.plate_verifier import PlateVerifier  # noqa: E402
 
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6)
@@ -165,6 +166,8 @@ def main(argv=None) -> int:
     ap.add_argument("--verifier", type=Path, default=None,
                     help="plate verifier ONNX file: boxes under --verify-below get a second look (edge.plate_verifier)")
     ap.add_argument("--verify-below", type=float, default=0.7)
+    ap.add_argument("--refiner", type=Path, default=None,
+                    help="corner refiner ONNX file: every returned box's corners from a closer look (edge.corner_refiner)")
     ap.add_argument("--candidates", type=float, default=None,
                     help="lowest detector score looked at (default: the lowest threshold of the sweep; "
                          "0.3, the unit's, with --verifier)")
@@ -176,8 +179,9 @@ def main(argv=None) -> int:
     # a lower floor would let the verifier lift boxes the unit never shows it
     floor = args.candidates if args.candidates is not None else (
         0.3 if verifier else min(THRESHOLDS + (args.score,)))
+    refiner = CornerRefiner(args.refiner, threads=1) if args.refiner else None
     det = PlateDetector(args.model, threads=1, score_threshold=floor, verifier=verifier,
-                        verify_below=args.verify_below)
+                        verify_below=args.verify_below, refiner=refiner)
     tallies: dict[str, Tally] = {}
     for name in args.sets:
         val = [s for s in load_set(name, DATA) if s.split == "val"]
@@ -198,6 +202,8 @@ def main(argv=None) -> int:
     if verifier:
         print(f"verifier {args.verifier} (version {verifier.version}): boxes scored {floor:g}-{args.verify_below:g} "
               "re-scored as sqrt(score x P(plate))")
+    if refiner:
+        print(f"corner refiner {args.refiner} (version {refiner.version}): corners of every box refined")
     print(f"{'set':16s} {'plates':>6s} {'dets':>6s} {'recall':>7s} {'prec':>7s} {'corner':>7s}")
     out = {}
     wide, unit = f"min_width_{args.min_width:g}", f"unit_min_width_{args.min_width:g}"

@@ -401,7 +401,7 @@ def _table(head: Sequence[str], rows: Iterable[Sequence]) -> list[str]:
 def build_report(results: list[SetResult], videos: list[dict], worst: int, header: dict) -> tuple[str, dict]:
     """Markdown text and a JSON-able dict of every figure."""
     md = [f"Models: detector `{header['detector']}`, plate verifier `{header.get('verifier', 'none')}`, "
-          f"recognizer `{header['recognizer']}`; "
+          f"corner refiner `{header.get('refiner', 'none')}`, recognizer `{header['recognizer']}`; "
           f"detector score >= {header['min_score']}, min plate width {header['min_plate_width']} px"
           + (f"; at most {header['limit']} items per set (evenly spaced)" if header.get("limit") else "") + "."]
     data: dict = {"header": header, "sets": [], "countries": {}, "videos": videos, "worst_misreads": []}
@@ -533,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detector", type=Path, default=ROOT / "models" / "detector.onnx")
     ap.add_argument("--verifier", default=str(ROOT / "models" / "plate_verifier.onnx"),
                     help="plate verifier ONNX file (second look at doubtful detector boxes); '' for none")
+    ap.add_argument("--refiner", default=str(ROOT / "models" / "corner_refiner.onnx"),
+                    help="corner refiner ONNX file (closer look at each box's corners); '' for none")
     ap.add_argument("--recognizer", type=Path, default=ROOT / "models" / "recognizer.onnx")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (1 = the unit default; 0 = all cores)")
     ap.add_argument("--min-score", type=float, default=0.4, help="detector score filter (the unit's default)")
@@ -552,16 +554,19 @@ def main(argv: list[str] | None = None) -> int:
         if s not in ALL_SETS:
             raise SystemExit(f"--sets: unknown set {s!r}; known: {', '.join(ALL_SETS)}")
     verifier_path = Path(args.verifier) if args.verifier else None
-    for p in (args.detector, args.recognizer) + ((verifier_path,) if verifier_path else ()):
+    refiner_path = Path(args.refiner) if args.refiner else None
+    for p in (args.detector, args.recognizer) + tuple(q for q in (verifier_path, refiner_path) if q):
         if not p.exists():
             raise SystemExit(f"model {p} not found (trained by scripts/train_detector.py / train_recognizer.py)")
 
     from edge.detector import PlateDetector
     from edge.factory import build_pipeline
+    from edge.corner_refiner import CornerRefiner
     from edge.plate_verifier import PlateVerifier
     from edge.recognizer import PlateRecognizer
     verifier = PlateVerifier(verifier_path, threads=args.threads) if verifier_path else None
-    detector = PlateDetector(args.detector, threads=args.threads, verifier=verifier)
+    refiner = CornerRefiner(refiner_path, threads=args.threads) if refiner_path else None
+    detector = PlateDetector(args.detector, threads=args.threads, verifier=verifier, refiner=refiner)
     recognizer = PlateRecognizer(args.recognizer, threads=args.threads)
     pipeline = build_pipeline(detector, recognizer, min_score=args.min_score, min_plate_width=args.min_plate_width)
 
@@ -598,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
 
     header = {"detector": detector.version, "recognizer": recognizer.contract.version,
               "verifier": verifier.version if verifier else "none",
+              "refiner": refiner.version if refiner else "none",
               "detector_file": str(args.detector), "recognizer_file": str(args.recognizer),
               "min_score": args.min_score, "min_plate_width": args.min_plate_width, "limit": args.limit,
               "command": "scripts/evaluate.py " + " ".join(argv if argv is not None else sys.argv[1:])}

@@ -5,6 +5,7 @@
     .venv/bin/python scripts/train_recipe.py detector --install    # ... and copy the result to models/
     .venv/bin/python scripts/train_recipe.py recognizer --dry-run  # print the stage commands only
     .venv/bin/python scripts/train_recipe.py verifier --install    # the detector's second look
+    .venv/bin/python scripts/train_recipe.py corners --install     # the detector's corner refiner
 
 The shipped models were made in stages (a from-scratch run, then fine-tuning runs with new data),
 each started from the previous stage's exported ONNX file. This script holds those stages as data,
@@ -94,6 +95,16 @@ RECIPES: dict[str, Recipe] = {
             Stage("v1", ("--steps", "5000", "--seed", "2", "--occlude-p", "0.25", "--mine-damaged", "2",
                          "--mine-dark-p", "0.25", "--mine-scenes", "3000", "--mine-seed", "1",
                          "--version", "pv-0.4"),
+                  init_from_prev=False),
+        )),
+    # models/corner_refiner.md: cr-0.1, one stage; it mines its crops from the shipped
+    # models/detector.onnx first (RUN/crops.npz), so rebuild it after the detector
+    "corners": Recipe(
+        script="train_corner_refiner.py", output="corner_refiner.onnx", install_as="corner_refiner.onnx",
+        folder_option="--run", export_option="--export",
+        stages=(
+            Stage("c1", ("--steps", "4000", "--seed", "3", "--mine-damaged", "2", "--mine-scenes", "2000",
+                         "--mine-jitter", "2", "--mine-seed", "1", "--version", "cr-0.1"),
                   init_from_prev=False),
         )),
 }

@@ -124,11 +124,28 @@ def serving_rule(p, labels, scores, floor=0.3) -> list[str]:
     return lines
 
 
-def export(model, path: Path, meta: dict) -> None:
+def resume(ckpt: Path, model, opt, sched) -> int:
+    """Load a run's last checkpoint into model, optimiser and schedule; the step to go on from (0: none)."""
+    if not ckpt.exists():
+        return 0
+    state = torch.load(ckpt, weights_only=False)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    print(f"resumed at step {state['step']}", flush=True)
+    return int(state["step"])
+
+
+def checkpoint(ckpt: Path, model, opt, sched, step: int) -> None:
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                "step": step}, ckpt)
+
+
+def export(model, path: Path, meta: dict, output_name: str = "logit") -> None:
     model.eval()
     dummy = torch.zeros(1, 3, meta["input_height"], meta["input_width"])
-    torch.onnx.export(model, dummy, str(path), input_names=["crops"], output_names=["logit"],
-                      dynamic_axes={"crops": {0: "n"}, "logit": {0: "n"}}, opset_version=17, dynamo=False)
+    torch.onnx.export(model, dummy, str(path), input_names=["crops"], output_names=[output_name],
+                      dynamic_axes={"crops": {0: "n"}, output_name: {0: "n"}}, opset_version=17, dynamo=False)
     m = onnx.load(str(path))
     for k, v in meta.items():
         e = m.metadata_props.add()
@@ -182,14 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1)
     args.run.mkdir(parents=True, exist_ok=True)
-    ckpt, step = args.run / "last.pt", 0
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        sched.load_state_dict(state["sched"])
-        step = state["step"]
-        print(f"resumed at step {step}", flush=True)
+    ckpt = args.run / "last.pt"
+    step = resume(ckpt, model, opt, sched)
     t0, run_loss = time.time(), []
     while step < args.steps:
         rng = np.random.default_rng((args.seed, step))
@@ -206,8 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         if step % 250 == 0 or step == args.steps:
             print(f"step {step} loss {np.mean(run_loss):.4f} ({time.time() - t0:.0f} s)", flush=True)
             run_loss = []
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                        "step": step}, ckpt)
+            checkpoint(ckpt, model, opt, sched, step)
     res, p = evaluate(model, crops[dev], labels[dev], scores[dev])
     print("dev scenes, per detector score band: plates kept / plates, false boxes rejected / false boxes")
     for band, r in res.items():

@@ -51,6 +51,8 @@ def test_the_last_stage_matches_the_shipped_model_version():
     assert f"({det[det.index('--version') + 1]})" in (ROOT / "models" / "detector.md").read_text()
     ver = tr.RECIPES["verifier"].stages[-1].args
     assert f"version {ver[ver.index('--version') + 1]}" in (ROOT / "models" / "plate_verifier.md").read_text()
+    cor = tr.RECIPES["corners"].stages[-1].args
+    assert f"version {cor[cor.index('--version') + 1]}" in (ROOT / "models" / "corner_refiner.md").read_text()
 
 
 def test_finished_stages_are_skipped_and_a_run_resumes_at_the_first_unfinished(tmp_path):

@@ -83,28 +83,32 @@ def rendered_plate(rng, render_plate, dark_p: float):
 
 
 def synth_frame(img, boxes, rng, painter, render_plate, dark_p: float = 0.0):
-    """The frame with 80 % of its plates covered by rendered ones and 1-3 text items or badges painted."""
+    """The frame with 80 % of its plates covered by rendered ones and 1-3 text items or badges painted;
+    returns it, every plate's box and every plate's exact corners (None for a real plate left as it was)."""
     img = img.copy()
-    plates = []
+    plates, quads = [], []
     for b in boxes:
         if rng.random() < 0.8 and b[2] - b[0] >= 8:
             p = rendered_plate(rng, render_plate, dark_p)
             q = cover_quad(tuple(map(float, b)), rng, 0.15)
             img = warp_plate(img, np.ascontiguousarray(p.image), q, rng)
             plates.append([float(q[:, 0].min()), float(q[:, 1].min()), float(q[:, 0].max()), float(q[:, 1].max())])
+            quads.append(q.astype(np.float32))
         else:
             plates.append(list(map(float, b)))
+            quads.append(None)
     avoid = np.asarray(plates, np.float32).reshape(-1, 4)
     img = painter.paint(img, rng, avoid, int(rng.integers(1, 4)), badge_p=0.3)
-    return img, plates
+    return img, plates, quads
 
 
 def rendered_scene(rng, painter, render_plate, dark_p: float):
     """A 640 x 480 rendered stand-in scene (gradients, blobs, bars) with 1-3 rendered plates 40-200 px
     wide and 1-4 text items or badges: the plain art of the demo and passage videos, which the
-    detector also trains on."""
+    detector also trains on. Returns it, the plates' boxes and their exact corners."""
     img = random_background(rng, (480, 640))
     plates: list[list[float]] = []
+    quads: list[np.ndarray] = []
     for _ in range(int(rng.integers(1, 4))):
         p = rendered_plate(rng, render_plate, dark_p)
         ph, pw = p.image.shape[:2]
@@ -117,9 +121,10 @@ def rendered_scene(rng, painter, render_plate, dark_p: float):
         q = jitter_quad(box, rng, 0.12)
         img = warp_plate(img, np.ascontiguousarray(p.image), q, rng)
         plates.append([float(q[:, 0].min()), float(q[:, 1].min()), float(q[:, 0].max()), float(q[:, 1].max())])
+        quads.append(q.astype(np.float32))
     avoid = np.asarray(plates, np.float32).reshape(-1, 4)
     img = painter.paint(img, rng, avoid, int(rng.integers(1, 5)), badge_p=0.3)
-    return photometric(img, rng), plates
+    return photometric(img, rng), plates, quads
 
 
 def damaged_frame(img, k: float, rng):
@@ -168,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             others = ignore.get(name, {}).get(f"images/{s.image.name}", [])
             variants = [(0, img, [list(map(float, b)) for b in s.boxes], others)]
             if not args.no_synth:
-                variants.append((1, *synth_frame(img, s.boxes, rng, painter, render_plate, args.dark_p), others))
+                variants.append((1, *synth_frame(img, s.boxes, rng, painter, render_plate, args.dark_p)[:2], others))
             for _ in range(args.damaged):
                 k = float(rng.uniform(0.6, 1.3))
                 variants.append((2, damaged_frame(img, k, rng), [[float(v) * k for v in b] for b in s.boxes],
@@ -182,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append((SETS.index(name), kind, int(dev), lab, d.score, d.box[2] - d.box[0]))
         print(f"{name}: {len(frames)} frames, {len(rows)} crops so far ({time.time() - t0:.0f} s)", flush=True)
     for i in range(args.scenes):
-        frame, plates = rendered_scene(rng, painter, render_plate, args.dark_p)
+        frame, plates, _ = rendered_scene(rng, painter, render_plate, args.dark_p)
         dev = is_dev(f"scene/{i}", args.dev_share)
         for d in det.detect(frame):
             lab = label_box(d.box, plates, [])
