@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn as nn
@@ -56,6 +57,23 @@ class Refiner(nn.Module):
 
     def forward(self, x):
         return self.head(self.features(x))
+
+
+def rotate(crop: np.ndarray, target: np.ndarray, region_wh, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    """The crop's content and its target corners turned by `degrees` about the crop centre, in the
+    frame's own proportions (the crop squeezes the region anisotropically): a plate tilted in the
+    image (camera roll, a sloping road), which the rendered quads alone rarely show."""
+    H, W = crop.shape[:2]
+    sx, sy = W / float(region_wh[0]), H / float(region_wh[1])
+    t = np.deg2rad(degrees)
+    R = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
+    A = np.diag([sx, sy]) @ R @ np.diag([1 / sx, 1 / sy])
+    c = np.array([W / 2, H / 2])
+    M = np.hstack([A, (c - A @ c)[:, None]]).astype(np.float32)
+    out = cv2.warpAffine(crop, M, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    pts = target.reshape(4, 2) * (W, H)
+    pts = pts @ A.T + (c - A @ c)
+    return out, (pts / (W, H)).reshape(-1).astype(np.float32)
 
 
 def corner_error(pred: np.ndarray, target: np.ndarray, region_wh: np.ndarray, plate_w: np.ndarray) -> np.ndarray:
@@ -121,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--width", type=int, default=16)
     ap.add_argument("--box-weight", type=float, default=0.25, help="weight of the box-only loss on real plates")
+    ap.add_argument("--rotate", type=float, default=0.0, help="turn crops by up to this many degrees (tilted plates)")
+    ap.add_argument("--rotate-p", type=float, default=0.5, help="share of crops turned (with --rotate)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--version", default="cr-0.1")
@@ -142,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     d = dict(np.load(crops_file))
     crops, target, dev = d["crops"], d["target"], d["dev"].astype(bool)
     exact = d["exact"].astype(np.float32)
-    scale = np.stack([d["region_w"], d["region_h"]], 1).repeat(4, 0).reshape(-1, 8) / d["plate_w"][:, None]
+    region_wh = np.stack([d["region_w"], d["region_h"]], 1)
+    scale = np.tile(region_wh, 4) / d["plate_w"][:, None]
     h, w, cx, cy = (float(v) for v in d["geometry"])
     tr = np.nonzero(~dev)[0]
     print(f"{len(crops)} crops ({int(exact.sum())} exact), training on {len(tr)}, dev {int(dev.sum())}; "
@@ -171,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             if f:
                 c, t = c[:, ::-1], t[FLIP]
                 t[0::2] = 1.0 - t[0::2]
+            if args.rotate > 0 and rng.random() < args.rotate_p:
+                c, t = rotate(np.ascontiguousarray(c), t, region_wh[i], rng.uniform(-args.rotate, args.rotate))
             xs.append(photometric(np.ascontiguousarray(c), rng))
             ys.append(t)
         x = to_input(np.stack(xs))
