@@ -45,16 +45,6 @@ def context_crop(image: np.ndarray, box: Box, height: int, width: int, context_x
     return out, region
 
 
-def to_batch(crops: Sequence[np.ndarray], rgb: bool, mean: np.ndarray, inv_std: np.ndarray) -> np.ndarray:
-    """N crops (BGR uint8, H x W x 3) -> a model input N x 3 x H x W float32, (x - mean) * inv_std
-    per channel (mean and inv_std in 0..255 units, in the model's channel order)."""
-    x = np.stack(crops).astype(np.float32)
-    if rgb:
-        x = x[..., ::-1]
-    x = (x - mean) * inv_std
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-
-
 class CropModel:
     """An ONNX model over fixed-size context crops of boxes (the plate verifier, the corner refiner):
     its contract, the crop geometry from its metadata and the onnxruntime session."""
@@ -88,7 +78,11 @@ class CropModel:
 
     def batch(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """N crops (BGR uint8, height x width) -> the model input, N x 3 x height x width float32."""
-        return to_batch(crops, self.rgb, self.mean, self.inv_std)
+        x = np.stack(crops).astype(np.float32)
+        if self.rgb:
+            x = x[..., ::-1]
+        x = (x - self.mean) * self.inv_std
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
     def run(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         return self.session.run(None, {self.input_name: self.batch(crops)})[0]

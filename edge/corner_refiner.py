@@ -15,6 +15,7 @@ box more exact but never lose it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 import cv2
 import numpy as np
 

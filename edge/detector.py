@@ -111,15 +111,9 @@ class PlateDetector:
                 c = quad.mean(0)
                 if cv2.pointPolygonTest(poly.astype(np.float32), (float(c[0]), float(c[1])), False) < 0:
                     continue
-            quad[:, 0] = quad[:, 0].clip(0, W)
-            quad[:, 1] = quad[:, 1].clip(0, H)
-            bx1, by1 = quad.min(0)
-            bx2, by2 = quad.max(0)
-            if bx2 - bx1 < 1 or by2 - by1 < 1:
-                continue
-            out.append(Detection(box=(float(bx1), float(by1), float(bx2), float(by2)),
-                                 corners=tuple((float(px), float(py)) for px, py in quad),
-                                 score=float(score)))
+            d = _clipped_detection(quad, float(score), W, H)
+            if d is not None:
+                out.append(d)
         if self.verifier is not None:
             out = self._verify(frame, out)
         if self.refiner is not None:
@@ -133,14 +127,8 @@ class PlateDetector:
         H, W = frame.shape[:2]
         out = []
         for d, quad in zip(dets, self.refiner.corners(frame, [d.box for d in dets])):
-            if plausible(quad, d.box):
-                quad = np.stack([quad[:, 0].clip(0, W), quad[:, 1].clip(0, H)], 1)
-                x1, y1 = quad.min(0)
-                x2, y2 = quad.max(0)
-                if x2 - x1 >= 1 and y2 - y1 >= 1:
-                    d = Detection(box=(float(x1), float(y1), float(x2), float(y2)),
-                                  corners=tuple((float(px), float(py)) for px, py in quad), score=d.score)
-            out.append(d)
+            refined = _clipped_detection(quad, d.score, W, H) if plausible(quad, d.box) else None
+            out.append(refined or d)
         return out
 
     def _verify(self, frame: np.ndarray, dets: list[Detection]) -> list[Detection]:
@@ -194,6 +182,18 @@ class PlateDetector:
         boxes = np.concatenate([quads.min(1), quads.max(1)], 1)
         keep = _nms(boxes, scores, self.nms_iou)[: self.max_detections]
         return [(float(scores[i]), quads[i].astype(np.float64)) for i in keep]
+
+
+def _clipped_detection(quad: np.ndarray, score: float, W: int, H: int) -> Detection | None:
+    """A detection from four corners clipped to a W x H frame, with the box they span; None when
+    less than a pixel of it is left inside the frame."""
+    quad = np.stack([quad[:, 0].clip(0, W), quad[:, 1].clip(0, H)], 1)
+    x1, y1 = quad.min(0)
+    x2, y2 = quad.max(0)
+    if x2 - x1 < 1 or y2 - y1 < 1:
+        return None
+    return Detection(box=(float(x1), float(y1), float(x2), float(y2)),
+                     corners=tuple((float(px), float(py)) for px, py in quad), score=score)
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
