@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from edge.context_crop import CropModel
+from edge.types import box_iou
 
 Box = Sequence[float]
 
@@ -44,11 +45,4 @@ def plausible(quad: np.ndarray, box: Box, min_iou: float = 0.5) -> bool:
     """A refined quad may replace the detector's: finite, convex, and its box overlaps the detector's."""
     if not np.all(np.isfinite(quad)) or not cv2.isContourConvex(quad.astype(np.float32).reshape(-1, 1, 2)):
         return False
-    x1, y1 = quad.min(0)
-    x2, y2 = quad.max(0)
-    bx1, by1, bx2, by2 = (float(v) for v in box)
-    iw, ih = min(x2, bx2) - max(x1, bx1), min(y2, by2) - max(y1, by1)
-    if iw <= 0 or ih <= 0:
-        return False
-    inter = iw * ih
-    return inter / ((x2 - x1) * (y2 - y1) + (bx2 - bx1) * (by2 - by1) - inter) >= min_iou
+    return box_iou((*quad.min(0), *quad.max(0)), box) >= min_iou

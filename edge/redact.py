@@ -14,18 +14,10 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from edge.types import Detection, Point
+from edge.types import Detection, Point, box_iou
 
 _MARGIN = 0.25  # each covered plate grows by this share of its size on every side
 _FILL = (96, 96, 96)  # flat grey: nothing left to sharpen or de-blur
-
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def evidence_frame(image: np.ndarray, keep: Detection, detections: Sequence[Detection],
@@ -41,7 +33,7 @@ def evidence_frame(image: np.ndarray, keep: Detection, detections: Sequence[Dete
         cv2.fillPoly(outside, [np.round(np.asarray(roi, np.float64)).astype(np.int32)], 0)
         out[outside > 0] = _FILL
     for d in detections:
-        if d is keep or _iou(d.box, keep.box) >= 0.5:
+        if d is keep or box_iou(d.box, keep.box) >= 0.5:
             continue
         quad = np.asarray(d.corners, np.float64)
         centre = quad.mean(axis=0)

@@ -17,6 +17,15 @@ Point = tuple[float, float]
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in original-image pixels
 
 
+def box_iou(a, b) -> float:
+    """Intersection over union of two x1 y1 x2 y2 boxes (0 when neither has an area)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 @dataclass(frozen=True, eq=False)
 class Frame:
     """One captured image with both clocks: monotonic for tracking, UTC for reporting."""

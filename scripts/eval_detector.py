@@ -31,6 +31,7 @@ from detector_train.sets import DATA, ROOT, SETS, load_set  # noqa: E402
 from edge.detector import PlateDetector  # noqa: E402
 from edge.corner_refiner import CornerRefiner  # noqa: E402
 from edge.plate_verifier import PlateVerifier  # noqa: E402
+from edge.types import box_iou as iou  # noqa: E402  (the miners import it from here)
 
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6)
 IGNORE = Path(__file__).resolve().parent / "detector_train" / "val_unlabelled_plates.json"
@@ -41,14 +42,6 @@ def load_ignore(path: Path | None) -> dict:
     if not path or not str(path) or not Path(path).is_file():
         return {}
     return json.loads(Path(path).read_text())["sets"]
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / u if u > 0 else 0.0
 
 
 def overlap_min(a, b) -> float:

@@ -59,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 from detector_train.sets import openalpr_split  # noqa: E402  (the detector's own held-out rule)
 
 from edge.config import DetectionConfig  # noqa: E402
+from edge.types import box_iou as iou  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 DETECT_SETS = ("detect/uc3m", "detect/ro_dashcam", "detect/openalpr_us_br")
@@ -159,14 +160,6 @@ def read_image(path: Path) -> np.ndarray:
 
 
 # ---- scoring --------------------------------------------------------------------------------
-
-def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
 
 def match_boxes(det_boxes: Sequence[Sequence[float]], det_scores: Sequence[float],
                 gt_boxes: Sequence[Sequence[float]], min_iou: float = 0.5) -> dict[int, int]:

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.types import box_iou  # noqa: F401  (tests import it from here)
+
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -111,11 +113,3 @@ def detect_val_frames(shared_data: Path, name: str, min_width: float = 0.0) -> l
                 boxes.setdefault(r["image"], []).append([float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")])
     out = [(root / k, np.asarray(v)) for k, v in sorted(boxes.items())]
     return [(p, b) for p, b in out if (b[:, 2] - b[:, 0]).min() >= min_width]
-
-
-def box_iou(a, b) -> float:
-    """Intersection over union of two x1 y1 x2 y2 boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    u = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-    return ix * iy / u if u > 0 else 0.0

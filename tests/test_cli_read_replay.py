@@ -10,7 +10,7 @@ import sys
 
 import cv2
 
-from conftest import ROOT, SHARED_DATA
+from conftest import ROOT, SHARED_DATA, box_iou as iou
 from unit_support import DEMO, demo_truth
 
 RO = SHARED_DATA / "detect" / "ro_dashcam"
@@ -28,13 +28,6 @@ def val_frames(n: int) -> dict[str, list[tuple[float, ...]]]:
             if r["split"] == "val" and r["image"].split("/")[-1].startswith("dayride_type1_002"):
                 boxes.setdefault(r["image"], []).append(tuple(float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")))
     return dict(sorted(boxes.items())[:n])
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def test_read_json_on_real_frames_finds_the_labelled_plates(tmp_path):
