@@ -40,9 +40,13 @@ def context_crop(image: np.ndarray, box: Box, height: int, width: int, context_x
     pad = (max(-ry1, 0), max(ry2 - H, 0), max(-rx1, 0), max(rx2 - W, 0))
     if any(pad):
         crop = cv2.copyMakeBorder(crop, *pad, cv2.BORDER_REPLICATE)
+    return fit(crop, height, width), region
+
+
+def fit(crop: np.ndarray, height: int, width: int) -> np.ndarray:
+    """crop resized to height x width: area averaging when it shrinks (no aliasing), else linear."""
     shrink = crop.shape[1] > width or crop.shape[0] > height
-    out = cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return out, region
+    return cv2.resize(crop, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
 
 
 class CropModel:

@@ -7,6 +7,11 @@ from the original pixels at 48 x 144, and says where the corners are (scripts/tr
 trained on rendered plates warped into real training frames, whose corners are exact).
 `PlateDetector` asks it about every box it returns, in one batch.
 
+The refiner learnt from plates that are nearly level (perspective pulls of an upright plate), so a
+plate the detector sees turned (a rolled camera, a sloping road, a leaning motorcycle) is first
+turned level in the crop: the crop is cut along the detector's own quad, the refiner places the
+corners there, and they are turned back. Plates within `LEVEL_DEGREES` of level are cut as they are.
+
 A refined quad is used only when it is a plausible plate: convex, and spanning a box that overlaps
 the detector's box by IoU >= 0.5; otherwise the detector's corners stay, so the refiner can make a
 box more exact but never lose it.
@@ -19,7 +24,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from edge.context_crop import CropModel
+from edge.context_crop import CropModel, context_region, fit
 from edge.types import box_iou
 
 Box = Sequence[float]
@@ -30,15 +35,58 @@ class CornerRefiner(CropModel):
 
     kind = "corner_refiner"
 
-    def corners(self, image: np.ndarray, boxes: Sequence[Box]) -> np.ndarray:
-        """N x 4 x 2 corners (TL TR BR BL, pixels of image, not clipped) for the N boxes, in one batched run."""
+    def __init__(self, model_path, threads: int = 1, level_degrees: float | None = None):
+        """level_degrees: plates the detector shows turned more than this are looked at turned level
+        (default LEVEL_DEGREES; infinity never turns a crop)."""
+        super().__init__(model_path, threads)
+        self.level_degrees = LEVEL_DEGREES if level_degrees is None else float(level_degrees)
+
+    def corners(self, image: np.ndarray, boxes: Sequence[Box],
+                quads: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        """N x 4 x 2 corners (TL TR BR BL, pixels of image, not clipped) for the N boxes, in one batched run.
+
+        quads: the detector's corners of each box; a plate they show turned by more than
+        level_degrees is looked at turned level (see the module doc)."""
         if len(boxes) == 0:
             return np.zeros((0, 4, 2), np.float64)
-        cut = [self.cut(image, b) for b in boxes]
-        out = self.run([c for c, _ in cut])
-        regions = np.asarray([r for _, r in cut], np.float64)
-        origin, size = regions[:, None, :2], (regions[:, 2:] - regions[:, :2])[:, None, :]
-        return out.reshape(-1, 4, 2).astype(np.float64) * size + origin
+        crops, back = [], []
+        for i, b in enumerate(boxes):
+            angle = tilt_degrees(quads[i]) if quads is not None else 0.0
+            if abs(angle) > self.level_degrees:
+                crop, to_frame = self._cut_level(image, np.asarray(quads[i], np.float64), angle)
+            else:
+                crop, (rx1, ry1, rx2, ry2) = self.cut(image, b)
+                to_frame = np.array([[rx2 - rx1, 0.0, rx1], [0.0, ry2 - ry1, ry1]])
+            crops.append(crop)
+            back.append(to_frame)
+        out = self.run(crops).reshape(-1, 4, 2).astype(np.float64)
+        return np.stack([o @ m[:, :2].T + m[:, 2] for o, m in zip(out, back)])
+
+    def _cut_level(self, image: np.ndarray, quad: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
+        """The crop of a plate turned level by -angle about its centre, and the 2 x 3 map from the
+        model's unit crop coordinates back to image pixels."""
+        centre = quad.mean(axis=0)
+        level = cv2.getRotationMatrix2D((float(centre[0]), float(centre[1])), angle, 1.0)  # image -> level
+        q = quad @ level[:, :2].T + level[:, 2]
+        rx1, ry1, rx2, ry2 = context_region((*q.min(0), *q.max(0)), self.context_x, self.context_y)
+        to_patch = level.copy()
+        to_patch[:, 2] -= (rx1, ry1)
+        patch = cv2.warpAffine(image, to_patch, (rx2 - rx1, ry2 - ry1), flags=cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REPLICATE)
+        unit_to_patch = np.array([[rx2 - rx1, 0.0, 0.0], [0.0, ry2 - ry1, 0.0], [0.0, 0.0, 1.0]])
+        patch_to_image = np.vstack([cv2.invertAffineTransform(to_patch), [0.0, 0.0, 1.0]])
+        return fit(patch, self.height, self.width), (patch_to_image @ unit_to_patch)[:2]
+
+
+LEVEL_DEGREES = 3.0  # plates turned less than this are cut as they are (the refiner handles that much)
+
+
+def tilt_degrees(quad) -> float:
+    """How far a TL TR BR BL quad is turned from level, in degrees (positive: clockwise on screen),
+    from the mean direction of its top and bottom edges."""
+    q = np.asarray(quad, np.float64)
+    d = (q[1] - q[0]) + (q[2] - q[3])
+    return float(np.degrees(np.arctan2(d[1], d[0])))
 
 
 def plausible(quad: np.ndarray, box: Box, min_iou: float = 0.5) -> bool:

@@ -126,7 +126,7 @@ class PlateDetector:
             return dets
         H, W = frame.shape[:2]
         out = []
-        for d, quad in zip(dets, self.refiner.corners(frame, [d.box for d in dets])):
+        for d, quad in zip(dets, self.refiner.corners(frame, [d.box for d in dets], [d.corners for d in dets])):
             refined = _clipped_detection(quad, d.score, W, H) if plausible(quad, d.box) else None
             out.append(refined or d)
         return out

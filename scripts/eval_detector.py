@@ -116,8 +116,31 @@ def run_det(det, img):
     return [(d.score, d.box, d.corners) for d in det.detect(img)]
 
 
-def nl_synth(det, limit: int, seed: int, ignore: dict | None = None) -> Tally | None:
-    """Real val frames of ro_dashcam and openalpr_us_br with each plate replaced by a rendered one."""
+def turn_quad(q: np.ndarray, degrees: float) -> np.ndarray:
+    """q turned by degrees (positive: clockwise on screen) about its centre."""
+    a = np.deg2rad(degrees)
+    rot = np.float32([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    c = q.mean(axis=0)
+    return ((q - c) @ rot.T + c).astype(np.float32)
+
+
+def hide_box(img: np.ndarray, box, margin: float = 0.1) -> np.ndarray:
+    """The box (grown by margin) filled with the median colour of a ring around it, so a turned
+    plate drawn over it leaves no corner of the real plate showing."""
+    H, W = img.shape[:2]
+    x1, y1, x2, y2 = box
+    mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+    a = [int(max(0, x1 - mx)), int(max(0, y1 - my)), int(min(W, x2 + mx)), int(min(H, y2 + my))]
+    ring = img[max(0, a[1] - 4):min(H, a[3] + 4), max(0, a[0] - 4):min(W, a[2] + 4)]
+    out = img.copy()
+    out[a[1]:a[3], a[0]:a[2]] = np.median(ring.reshape(-1, 3), axis=0).astype(np.uint8)
+    return out
+
+
+def nl_synth(det, limit: int, seed: int, ignore: dict | None = None, tilt: float = 0.0) -> Tally | None:
+    """Real val frames of ro_dashcam and openalpr_us_br with each plate replaced by a rendered one;
+    with tilt, each rendered plate is turned by +tilt or -tilt degrees (the real plate under it is
+    painted over first)."""
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         from platesynth import render_plate
@@ -136,6 +159,9 @@ def nl_synth(det, limit: int, seed: int, ignore: dict | None = None) -> Tally | 
             # the rendered plate covers the real one completely (a rim of it would blur the corners)
             x1, y1, x2, y2 = b
             q = cover_quad((x1, y1, x2, y2), rng, 0.15)
+            if tilt:
+                img = hide_box(img, b)
+                q = turn_quad(q, tilt if rng.random() < 0.5 else -tilt)
             img = warp_plate(img, np.ascontiguousarray(p.image), q, rng)
             gts.append(((float(q[:, 0].min()), float(q[:, 1].min()), float(q[:, 0].max()), float(q[:, 1].max())),
                         [tuple(map(float, c)) for c in q]))
@@ -152,6 +178,9 @@ def main(argv=None) -> int:
     ap.add_argument("--min-width", type=float, default=40.0,
                     help="second table: only plates at least this wide (original pixels; the pipeline's min_plate_width)")
     ap.add_argument("--no-synth", action="store_true")
+    ap.add_argument("--tilt", type=float, default=0.0,
+                    help="also score nl_synth_tilt: the nl_synth frames with each plate turned by +-TILT degrees "
+                         "(how corners hold up when the camera rolls or the road slopes)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--ignore", type=Path, default=IGNORE,
                     help="ignore regions: real plates the val labels lack (detections on them count neither way); "
@@ -161,6 +190,8 @@ def main(argv=None) -> int:
     ap.add_argument("--verify-below", type=float, default=0.7)
     ap.add_argument("--refiner", type=Path, default=None,
                     help="corner refiner ONNX file: every returned box's corners from a closer look (edge.corner_refiner)")
+    ap.add_argument("--refine-as-is", action="store_true",
+                    help="the refiner looks at every crop as cut, never turned level first (as cr-0.1 was first served)")
     ap.add_argument("--candidates", type=float, default=None,
                     help="lowest detector score looked at (default: the lowest threshold of the sweep; "
                          "0.3, the unit's, with --verifier)")
@@ -172,7 +203,8 @@ def main(argv=None) -> int:
     # a lower floor would let the verifier lift boxes the unit never shows it
     floor = args.candidates if args.candidates is not None else (
         0.3 if verifier else min(THRESHOLDS + (args.score,)))
-    refiner = CornerRefiner(args.refiner, threads=1) if args.refiner else None
+    refiner = CornerRefiner(args.refiner, threads=1, level_degrees=float("inf") if args.refine_as_is else None) \
+        if args.refiner else None
     det = PlateDetector(args.model, threads=1, score_threshold=floor, verifier=verifier,
                         verify_below=args.verify_below, refiner=refiner)
     tallies: dict[str, Tally] = {}
@@ -190,6 +222,10 @@ def main(argv=None) -> int:
         t = nl_synth(det, args.limit or 10_000, seed=1234, ignore=ignore)
         if t is not None:
             tallies["nl_synth"] = t
+        if args.tilt:
+            t = nl_synth(det, args.limit or 10_000, seed=1234, ignore=ignore, tilt=args.tilt)
+            if t is not None:
+                tallies[f"nl_synth_tilt{args.tilt:g}"] = t
 
     print(f"model {args.model} (version {det.version}), IoU >= 0.5, score >= {args.score}")
     if verifier:
