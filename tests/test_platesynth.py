@@ -61,6 +61,24 @@ def test_district_codes_are_written_as_they_are():
         assert real_codes > 0, country  # the real codes are used
 
 
+def test_foreign_texts_use_only_letters_those_countries_issue():
+    """A rendered plate that cannot exist teaches a look-alike where none can be (and makes the
+    hold-out ask for it): Czech region digits are 1-9, Bulgarian plates use the twelve letters that are
+    also Cyrillic, British plates never carry I or Q and their year letters no O, U or Z either."""
+    rng = np.random.default_rng(11)
+    for _ in range(300):
+        cz = random_text(rng, "CZ").text
+        assert cz[0] in "123456789" and not set(cz) & set("IOQ"), cz
+        bg = random_text(rng, "BG").text
+        assert set(c for c in bg if c.isalpha()) <= set("ABEKMHOPCTXY"), bg
+        gb = random_text(rng, "GB")
+        assert not set(gb.text) & set("IQ"), gb.printed
+        if gb.printed[1].isdigit():  # prefix series: year letter first
+            assert gb.printed[0] not in "OUZ", gb.printed
+        elif gb.printed[-2].isdigit():  # suffix series: year letter last
+            assert gb.printed[-1] not in "OUZ", gb.printed
+
+
 def test_degrade_gives_small_crops_with_corners():
     rng = np.random.default_rng(5)
     for mode in ("rectified", "box"):

@@ -57,9 +57,15 @@ def random_nl_text(rng: np.random.Generator, sidecode: int | None = None) -> Pla
     raise RuntimeError("could not draw a valid Dutch plate text")  # pragma: no cover
 
 
-# Pattern language: L letter (country letter set), 9 digit, A letter or digit, anything else literal.
+# Pattern language: L letter (country letter set), 9 digit, N digit 1-9, A letter or digit, P a British
+# registration-period letter (prefix and suffix series), anything else literal.
 _ES_LETTERS = "BCDFGHJKLMNPRSTVWXYZ"
 _NO_IOQ = "ABCDEFGHJKLMNPRSTUVWXYZ"
+_BG_LETTERS = "ABEKMHOPCTXY"  # only letters that are also Cyrillic, so the plate reads the same in both
+_GB_LETTERS = "ABCDEFGHJKLMNOPRSTUVWXYZ"  # I and Q are never issued
+_GB_PERIOD = "ABCDEFGHJKLMNPRSTVWXY"  # the year letter of the prefix/suffix series: no I, O, Q, U, Z
+_COUNTRY_LETTERS = {"ES": _ES_LETTERS, "FR": _NO_IOQ, "IT": _NO_IOQ, "CZ": _NO_IOQ, "SK": _NO_IOQ, "PT": _NO_IOQ,
+                    "BG": _BG_LETTERS, "GB": _GB_LETTERS}
 _DE_DISTRICT = ("B", "M", "K", "F", "S", "H", "D", "HH", "HB", "DO", "KA", "MZ", "BN", "KS", "WI", "LU",
                 "AC", "GE", "BO", "OF", "HD", "RE", "BM", "EN", "MG", "LB", "NE", "SU", "DA", "ERH",
                 "WES", "REC", "MTK", "HSK", "GER", "LDS", "RDG", "FFB", "ROW", "SHA")
@@ -76,7 +82,7 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "ES": ("9999 LLL", "L 9999 LL", "LL 9999 L"),
     "IT": ("LL 999LL", "LL 99999"),
     "PL": ("LL 99999", "LL 9999L", "LL 999LL", "LLL 9999", "LLL 99LL", "LLL L999", "LL 9L999"),
-    "CZ": ("9L9 9999", "9LL 9999", "9L 99999"),
+    "CZ": ("NL9 9999", "NLL 9999", "NL 99999"),  # the region's digit is never 0
     "SK": ("LL-999LL", "LL 999LL"),
     "RO": ("B 999 LLL", "B 99 LLL", "LL 99 LLL"),
     "AT": ("L 999LL", "LL 999L", "LL 99LL", "L 9999L", "LL 9999"),
@@ -84,7 +90,7 @@ FORMATS: dict[str, tuple[str, ...]] = {
     "DK": ("LL 99 999",),
     "SE": ("LLL 999", "LLL 99L"),
     "NO": ("LL 99999",),
-    "GB": ("LL99 LLL", "L999 LLL", "LLL 999L"),
+    "GB": ("LL99 LLL", "P999 LLL", "LLL 999P"),
     "GR": ("LLL-9999",),
     "BG": ("L 9999 LL", "LL 9999 LL"),
     "LT": ("LLL 999",),
@@ -106,6 +112,10 @@ def _fill(rng: np.random.Generator, pattern: str, letters: str) -> str:
             out.append(_pick(rng, letters))
         elif ch == "9":
             out.append(_pick(rng, DIGITS))
+        elif ch == "N":
+            out.append(_pick(rng, DIGITS[1:]))
+        elif ch == "P":
+            out.append(_pick(rng, _GB_PERIOD))
         elif ch == "A":
             out.append(_pick(rng, LETTERS + DIGITS))
         else:
@@ -146,7 +156,7 @@ def random_text(rng: np.random.Generator, country: str | None = None) -> PlateTe
                 prefix = district
         if c == "RO" and pattern.startswith("LL"):
             prefix = _RO_COUNTY[int(rng.integers(len(_RO_COUNTY)))]
-        letters = _ES_LETTERS if c == "ES" else (_NO_IOQ if c in ("FR", "IT", "CZ", "SK", "PT") else LETTERS)
+        letters = _COUNTRY_LETTERS.get(c, LETTERS)
         printed = _fill(rng, pattern, letters)
         printed = prefix + printed[len(prefix):]  # (filled, not pattern letters: "WA" must not become "W5")
     return PlateText(printed, normalise(printed), c)
