@@ -64,7 +64,8 @@ def test_district_codes_are_written_as_they_are():
 def test_foreign_texts_use_only_letters_those_countries_issue():
     """A rendered plate that cannot exist teaches a look-alike where none can be (and makes the
     hold-out ask for it): Czech region digits are 1-9, Bulgarian plates use the twelve letters that are
-    also Cyrillic, British plates never carry I or Q and their year letters no O, U or Z either."""
+    also Cyrillic, British plates never carry I or Q and their year letters no O, U or Z either, Swedish
+    plates no I, Q or V."""
     rng = np.random.default_rng(11)
     for _ in range(300):
         cz = random_text(rng, "CZ").text
@@ -73,6 +74,8 @@ def test_foreign_texts_use_only_letters_those_countries_issue():
         assert set(c for c in bg if c.isalpha()) <= set("ABEKMHOPCTXY"), bg
         gb = random_text(rng, "GB")
         assert not set(gb.text) & set("IQ"), gb.printed
+        se = random_text(rng, "SE").text
+        assert not set(se) & set("IQV"), se
         if gb.printed[1].isdigit():  # prefix series: year letter first
             assert gb.printed[0] not in "OUZ", gb.printed
         elif gb.printed[-2].isdigit():  # suffix series: year letter last

@@ -64,8 +64,9 @@ _NO_IOQ = "ABCDEFGHJKLMNPRSTUVWXYZ"
 _BG_LETTERS = "ABEKMHOPCTXY"  # only letters that are also Cyrillic, so the plate reads the same in both
 _GB_LETTERS = "ABCDEFGHJKLMNOPRSTUVWXYZ"  # I and Q are never issued
 _GB_PERIOD = "ABCDEFGHJKLMNPRSTVWXY"  # the year letter of the prefix/suffix series: no I, O, Q, U, Z
+_SE_LETTERS = "ABCDEFGHJKLMNOPRSTUWXYZ"  # I, Q and V are not issued (nor the Swedish vowels)
 _COUNTRY_LETTERS = {"ES": _ES_LETTERS, "FR": _NO_IOQ, "IT": _NO_IOQ, "CZ": _NO_IOQ, "SK": _NO_IOQ, "PT": _NO_IOQ,
-                    "BG": _BG_LETTERS, "GB": _GB_LETTERS}
+                    "BG": _BG_LETTERS, "GB": _GB_LETTERS, "SE": _SE_LETTERS}
 _DE_DISTRICT = ("B", "M", "K", "F", "S", "H", "D", "HH", "HB", "DO", "KA", "MZ", "BN", "KS", "WI", "LU",
                 "AC", "GE", "BO", "OF", "HD", "RE", "BM", "EN", "MG", "LB", "NE", "SU", "DA", "ERH",
                 "WES", "REC", "MTK", "HSK", "GER", "LDS", "RDG", "FFB", "ROW", "SHA")
