@@ -4,8 +4,8 @@
 stdout (to be carried over ssh to the technician's laptop) so the frame never touches the unit's
 storage, and it warns when told to write a file that is not in RAM. `aim` prints live figures while
 the technician turns and focuses the camera: plate width in pixels, sharpness (variance of the
-Laplacian of the plate crop), exposure (mean grey and clipped share) and the read rate over the
-last vehicles, with advice when a figure is out of range.
+Laplacian of the plate crop), how far plates lean (the camera's roll), exposure (mean grey and
+clipped share) and the read rate over the last vehicles, with advice when a figure is out of range.
 
 Privacy: by default neither command shows what a plate says, only counts and sizes. The plate
 texts appear on the technician's own terminal (or in the snapshot) only with --show-text; they
@@ -48,6 +48,7 @@ class Targets:
     width_max: float = 200.0  # wider wastes field of view: the lane may no longer fit
     ignored_below: float = 40.0  # detection.min_plate_width: the daemon ignores narrower plates
     sharpness_min: float = 60.0  # variance of the Laplacian at SHARPNESS_WIDTH; motion blur or defocus below
+    tilt_max: float = 8.0  # degrees a plate may lean: read as well as level ones up to here (scripts/eval_turned_reads.py)
     plate_mean_min: float = 60.0  # mean grey of plate crops
     plate_mean_max: float = 200.0
     clipped_max: float = 0.05  # share of frame pixels at 250..255
@@ -61,6 +62,41 @@ def plate_width(det: Detection) -> float:
     """Width in pixels along the plate's top and bottom edges (not the axis-aligned box of a tilted plate)."""
     (tlx, tly), (trx, try_), (brx, bry), (blx, bly) = det.corners
     return float(max(np.hypot(trx - tlx, try_ - tly), np.hypot(brx - blx, bry - bly)))
+
+
+LEAN_WIDTH = 120  # the plate's surroundings are scaled to this width before its lean is searched
+LEAN_SEARCH = np.arange(-20.0, 20.25, 0.5)  # degrees tried; a camera rolled further is out of any range
+
+
+def lean_degrees(image: np.ndarray, det: Detection) -> float:
+    """How far the plate leans in the image, in degrees, clockwise on screen positive.
+
+    Measured from the pixels, not from the detector's corners: the models' corners follow a camera's
+    roll only partly (real frames rolled 12 degrees gave quads turned 3-6 degrees). The plate's
+    surroundings are turned through LEAN_SEARCH, and the turn whose rows of horizontal edges (plate
+    borders, character tops and bottoms) are most uneven, i.e. line up best, is the one that levels it.
+    """
+    x1, y1, x2, y2 = det.box
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    half = max(x2 - x1, y2 - y1) * 0.6
+    H, W = image.shape[:2]
+    region = image[int(max(cy - half * 0.6, 0)):int(min(cy + half * 0.6, H)),
+                   int(max(cx - half, 0)):int(min(cx + half, W))]
+    if region.shape[0] < 4 or region.shape[1] < 4:
+        return 0.0
+    grey = cv2.cvtColor(region, cv2.COLOR_BGR2GRAY) if region.ndim == 3 else region
+    k = LEAN_WIDTH / grey.shape[1]
+    grey = cv2.resize(grey.astype(np.float32), None, fx=k, fy=k,
+                      interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
+    edges = np.abs(cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3))
+    h, w = edges.shape
+    best, best_angle = -1.0, 0.0
+    for angle in LEAN_SEARCH:
+        turned = cv2.warpAffine(edges, cv2.getRotationMatrix2D((w / 2, h / 2), float(angle), 1.0), (w, h))
+        score = float(np.var(turned.sum(axis=1)))
+        if score > best:
+            best, best_angle = score, float(angle)
+    return best_angle  # turning it anticlockwise by this levels it: it leans clockwise by as much
 
 
 def sharpness(crop: np.ndarray) -> float:
@@ -107,6 +143,7 @@ class PlateFigures:
     mean: float
     used: bool  # inside the ROI and wide enough: the daemon would read it
     read: PlateRead | None = None
+    tilt: float = 0.0  # degrees the plate leans, clockwise on screen positive (lean_degrees)
 
 
 @dataclass
@@ -121,6 +158,7 @@ class Report:
     plates_ignored: int  # of those, outside the ROI or too narrow for the daemon
     width_px: dict | None  # median/min/max
     sharpness: float | None  # median
+    tilt_deg: float | None  # median lean of the plates, clockwise on screen positive
     plate_mean: float | None  # median mean grey of the plate crops
     exposure_mean: float
     clipped: float
@@ -147,7 +185,8 @@ class Report:
             out.append(f"plates: {self.plates} in the recent frames ({self.plates_ignored} ignored: outside ROI "
                        f"or too narrow); width {self.width_px['median']:.0f} px (min {self.width_px['min']:.0f}, "
                        f"max {self.width_px['max']:.0f})")
-            out.append(f"plate sharpness {self.sharpness:.0f}, plate mean grey {self.plate_mean:.0f}")
+            out.append(f"plate sharpness {self.sharpness:.0f}, plate lean {self.tilt_deg:+.1f} deg, "
+                       f"plate mean grey {self.plate_mean:.0f}")
         if self.vehicles:
             out.append(f"read rate: {self.vehicles_read} of the last {self.vehicles} vehicles "
                        f"({self.read_rate:.0%})")
@@ -159,7 +198,8 @@ class Report:
 
 
 def advise(width: float | None, sharp: float | None, plate_mean: float | None, exp: Exposure,
-           vehicles: int, read: int, frames_without_plates: int, t: Targets) -> list[str]:
+           vehicles: int, read: int, frames_without_plates: int, t: Targets,
+           tilt: float | None = None) -> list[str]:
     """Plain-language advice for the figures out of range, most important first."""
     out: list[str] = []
     if width is None:
@@ -175,6 +215,10 @@ def advise(width: float | None, sharp: float | None, plate_mean: float | None, e
     if sharp is not None and sharp < t.sharpness_min:
         out.append(f"plates are blurred (sharpness {sharp:.0f}, want at least {t.sharpness_min:.0f}): "
                    "focus on the plates, or shorten the exposure time against motion blur")
+    if tilt is not None and abs(tilt) > t.tilt_max:
+        side = "clockwise" if tilt > 0 else "anticlockwise"
+        out.append(f"plates lean {abs(tilt):.0f} degrees {side} on screen (want at most {t.tilt_max:.0f}): level "
+                   "the camera's roll, or look at the lane less from the side")
     if plate_mean is not None and plate_mean < t.plate_mean_min:
         out.append(f"plates are dark (mean grey {plate_mean:.0f}, want {t.plate_mean_min:.0f}-{t.plate_mean_max:.0f}): "
                    "raise exposure or gain, open the iris, or add infrared light")
@@ -238,7 +282,8 @@ class Aimer:
             if used and self.tracker.wants_read(det, frame):
                 read = self.recognizer.read_crop(crop)
             grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
-            out.append(PlateFigures(det, width, sharpness(grey), float(grey.mean()), used, read))
+            out.append(PlateFigures(det, width, sharpness(grey), float(grey.mean()), used, read,
+                                    lean_degrees(image, det)))
             if used:
                 observations.append(Observation(detection=det, read=read, frame_index=frame.index,
                                                 mono_ms=frame.mono_ms, utc=frame.utc))
@@ -264,6 +309,7 @@ class Aimer:
         widths = [p.width for p in recent]
         width = statistics.median(widths) if widths else None
         sharp = statistics.median(p.sharpness for p in recent) if recent else None
+        tilt = statistics.median(p.tilt for p in recent) if recent else None
         pmean = statistics.median(p.mean for p in recent) if recent else None
         t = self.targets
         read = sum(1 for p in self.passages if p.text and p.confidence >= t.min_read_confidence)
@@ -277,10 +323,11 @@ class Aimer:
             width_px=None if width is None else {"median": round(width, 1), "min": round(min(widths), 1),
                                                  "max": round(max(widths), 1)},
             sharpness=None if sharp is None else round(sharp, 1),
+            tilt_deg=None if tilt is None else round(tilt, 1),
             plate_mean=None if pmean is None else round(pmean, 1),
             exposure_mean=round(exp.mean, 1), clipped=round(exp.clipped, 4), black=round(exp.black, 4),
             vehicles=n, vehicles_read=read, read_rate=None if n == 0 else round(read / n, 3),
-            advice=advise(width, sharp, pmean, exp, n, read, self.frames_without_plates, t),
+            advice=advise(width, sharp, pmean, exp, n, read, self.frames_without_plates, t, tilt),
             texts=[f"{p.formatted or '(unread)'} {p.country or '?'} {p.confidence:.2f}" for p in self.passages]
             if show_text else None,
         )

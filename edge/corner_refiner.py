@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from edge.context_crop import CropModel, context_region, fit
-from edge.types import box_iou
+from edge.types import box_iou, tilt_degrees
 
 Box = Sequence[float]
 
@@ -79,14 +79,6 @@ class CornerRefiner(CropModel):
 
 
 LEVEL_DEGREES = 3.0  # plates turned less than this are cut as they are (the refiner handles that much)
-
-
-def tilt_degrees(quad) -> float:
-    """How far a TL TR BR BL quad is turned from level, in degrees (positive: clockwise on screen),
-    from the mean direction of its top and bottom edges."""
-    q = np.asarray(quad, np.float64)
-    d = (q[1] - q[0]) + (q[2] - q[3])
-    return float(np.degrees(np.arctan2(d[1], d[0])))
 
 
 def plausible(quad: np.ndarray, box: Box, min_iou: float = 0.5) -> bool:

@@ -7,6 +7,7 @@ never be logged, written or published unless they became a hit (see docs/archite
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -24,6 +25,14 @@ def box_iou(a, b) -> float:
     inter = ix * iy
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def tilt_degrees(quad) -> float:
+    """How far a TL TR BR BL quad is turned from level, in degrees (positive: clockwise on screen),
+    from the mean direction of its top and bottom edges (so a perspective trapezoid is not a turn)."""
+    tl, tr, br, bl = ((float(x), float(y)) for x, y in quad)
+    dx, dy = (tr[0] - tl[0]) + (br[0] - bl[0]), (tr[1] - tl[1]) + (br[1] - bl[1])
+    return math.degrees(math.atan2(dy, dx))
 
 
 @dataclass(frozen=True, eq=False)

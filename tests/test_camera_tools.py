@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from conftest import MODELS, SHARED_DATA, free_port
-from edge.camera_tools import Targets, advise, exposure, filesystem_type, plate_width, sharpness, storage_warning
+from edge.camera_tools import (Targets, advise, exposure, filesystem_type, lean_degrees, plate_width, sharpness,
+                               storage_warning)
 from edge.types import Detection
 from media import real_frames, write_video
 
@@ -56,6 +57,19 @@ def run_camera(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
 def test_plate_width_follows_the_tilted_edges():
     det = Detection(box=(100, 50, 200, 90), corners=((100, 70), (196, 50), (200, 70), (104, 90)), score=0.9)
     assert plate_width(det) == pytest.approx(np.hypot(96, 20))
+
+
+@pytest.mark.parametrize("turn", [0.0, 6.0, -10.0, 15.0])
+def test_lean_is_measured_from_the_pixels(turn):
+    """A drawn plate (border and characters) turned by `turn` degrees clockwise on screen."""
+    img = np.full((300, 400, 3), 90, np.uint8)
+    cv2.rectangle(img, (120, 125), (280, 165), (235, 235, 235), -1)
+    cv2.rectangle(img, (120, 125), (280, 165), (20, 20, 20), 2)
+    cv2.putText(img, "AB-123-C", (130, 157), cv2.FONT_HERSHEY_SIMPLEX, 0.9, (10, 10, 10), 2)
+    img = cv2.warpAffine(img, cv2.getRotationMatrix2D((200, 145), -turn, 1.0), (400, 300),
+                         borderMode=cv2.BORDER_REPLICATE)
+    det = Detection(box=(115, 105, 285, 185), score=0.9, corners=((120, 125), (280, 125), (280, 165), (120, 165)))
+    assert lean_degrees(img, det) == pytest.approx(turn, abs=1.5)
 
 
 def test_sharpness_drops_with_blur_and_with_too_few_pixels(shared_data):
@@ -99,6 +113,10 @@ def test_advice_names_the_figure_and_the_fix():
     assert advise(150, 200, 120, ok, 3, 0, 0, t) == ["all figures in range"], "too few vehicles to judge"
     assert advise(None, None, None, ok, 0, 0, 30, t)[0].startswith("no plates seen in the last 30 frames")
     assert advise(150, 200, 120, ok, 10, 9, 0, t) == ["all figures in range"]
+    assert advise(150, 200, 120, ok, 0, 0, 0, t, tilt=-3.0) == ["all figures in range"]
+    assert advise(150, 200, 120, ok, 0, 0, 0, t, tilt=-11.4) == [
+        "plates lean 11 degrees anticlockwise on screen (want at most 8): level the camera's roll, "
+        "or look at the lane less from the side"]
 
 
 def test_bad_invocations_are_named(tmp_path):
@@ -219,6 +237,34 @@ def test_aim_figures_on_video_without_texts(tmp_path, video, model_view):
     assert model_view.texts, "the recognizer reads something in this video (else nothing could leak)"
     leaked = [t for t in model_view.texts if t in r.stdout or t in r.stderr]
     assert not leaked, "camera aim must not show plate texts without --show-text"
+
+
+@needs_models
+def test_aim_reports_how_far_plates_lean_and_advises_levelling(tmp_path, video):
+    """The same real frames, level and with the camera rolled 12 degrees: the lean is measured from
+    the plates' corners and, past Targets.tilt_max, the technician is told to level the camera."""
+    rolled = tmp_path / "rolled.mp4"
+    cap = cv2.VideoCapture(str(video))
+    writer = cv2.VideoWriter(str(rolled), cv2.VideoWriter_fourcc(*"mp4v"), 2.0, (960, 540))
+    turn = cv2.getRotationMatrix2D((480, 270), -12, 1.0)  # negative: clockwise on screen
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        writer.write(cv2.warpAffine(img, turn, (960, 540), borderMode=cv2.BORDER_REPLICATE))
+    writer.release()
+    reports = {}
+    for name, path in (("level", video), ("rolled", rolled)):
+        r = run_camera("aim", "--source", f"file:{path}", "--frames", "12", "--once", "--json")
+        assert r.returncode == 0, r.stderr
+        reports[name] = json.loads(r.stdout.splitlines()[-1])
+    level, rolled_rep = reports["level"], reports["rolled"]
+    assert abs(level["tilt_deg"]) < 3, level["tilt_deg"]
+    assert not any("lean" in a for a in level["advice"])
+    assert rolled_rep["plates"] >= 0.7 * level["plates"]
+    assert 8 < rolled_rep["tilt_deg"] < 16, rolled_rep["tilt_deg"]
+    assert any(a.startswith("plates lean") and "clockwise" in a and "level the camera" in a
+               for a in rolled_rep["advice"]), rolled_rep["advice"]
 
 
 @needs_models
