@@ -169,6 +169,24 @@ def nl_synth(det, limit: int, seed: int, ignore: dict | None = None, tilt: float
     return t
 
 
+def rolled(img: np.ndarray, boxes, ignore, degrees: float):
+    """The frame turned by degrees about its centre (positive: clockwise on screen), as a rolled camera
+    sees it; each labelled box becomes the quad its corners turn to (truth for the corners), each
+    ignore box the box spanning its turned corners."""
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), -degrees, 1.0)
+    out = cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+
+    def turn(b):
+        return np.asarray(box_corners(b), np.float64) @ m[:, :2].T + m[:, 2]
+
+    gts = []
+    for b in boxes:
+        q = turn(b)
+        gts.append(((*q.min(0), *q.max(0)), [tuple(map(float, c)) for c in q]))
+    return out, gts, [(*turn(b).min(0), *turn(b).max(0)) for b in ignore]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=ROOT / "models" / "detector.onnx")
@@ -190,6 +208,9 @@ def main(argv=None) -> int:
     ap.add_argument("--verify-below", type=float, default=0.7)
     ap.add_argument("--refiner", type=Path, default=None,
                     help="corner refiner ONNX file: every returned box's corners from a closer look (edge.corner_refiner)")
+    ap.add_argument("--roll", type=float, default=0.0,
+                    help="also score <set>_rollR: each real val frame turned by +-ROLL degrees (a rolled camera), "
+                         "the label boxes' corners turned with it as the corner truth")
     ap.add_argument("--refine-as-is", action="store_true",
                     help="the refiner looks at every crop as cut, never turned level first (as cr-0.1 was first served)")
     ap.add_argument("--candidates", type=float, default=None,
@@ -218,6 +239,14 @@ def main(argv=None) -> int:
             t.add(run_det(det, img), [(tuple(map(float, b)), box_corners(b)) for b in s.boxes],
                   ignore.get(name, {}).get(f"images/{s.image.name}", []))
         tallies[name] = t
+        if args.roll:
+            t = Tally()
+            for i, s in enumerate(val):
+                img, gts, ign = rolled(cv2.imread(str(s.image), cv2.IMREAD_COLOR), s.boxes,
+                                       ignore.get(name, {}).get(f"images/{s.image.name}", []),
+                                       args.roll if i % 2 == 0 else -args.roll)
+                t.add(run_det(det, img), gts, ign)
+            tallies[f"{name}_roll{args.roll:g}"] = t
     if not args.no_synth:
         t = nl_synth(det, args.limit or 10_000, seed=1234, ignore=ignore)
         if t is not None:
