@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from edge.paths import default_models_dir
+from edge.plate_lean import lean_degrees
 from edge.sources import DEFAULT_READ_TIMEOUT_S, FrameSource, SourceError, make_source
 from edge.types import Detection, Frame, Observation, Passage, PlateRead, Point
 
@@ -62,41 +63,6 @@ def plate_width(det: Detection) -> float:
     """Width in pixels along the plate's top and bottom edges (not the axis-aligned box of a tilted plate)."""
     (tlx, tly), (trx, try_), (brx, bry), (blx, bly) = det.corners
     return float(max(np.hypot(trx - tlx, try_ - tly), np.hypot(brx - blx, bry - bly)))
-
-
-LEAN_WIDTH = 120  # the plate's surroundings are scaled to this width before its lean is searched
-LEAN_SEARCH = np.arange(-20.0, 20.25, 0.5)  # degrees tried; a camera rolled further is out of any range
-
-
-def lean_degrees(image: np.ndarray, det: Detection) -> float:
-    """How far the plate leans in the image, in degrees, clockwise on screen positive.
-
-    Measured from the pixels, not from the detector's corners: the models' corners follow a camera's
-    roll only partly (real frames rolled 12 degrees gave quads turned 3-6 degrees). The plate's
-    surroundings are turned through LEAN_SEARCH, and the turn whose rows of horizontal edges (plate
-    borders, character tops and bottoms) are most uneven, i.e. line up best, is the one that levels it.
-    """
-    x1, y1, x2, y2 = det.box
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    half = max(x2 - x1, y2 - y1) * 0.6
-    H, W = image.shape[:2]
-    region = image[int(max(cy - half * 0.6, 0)):int(min(cy + half * 0.6, H)),
-                   int(max(cx - half, 0)):int(min(cx + half, W))]
-    if region.shape[0] < 4 or region.shape[1] < 4:
-        return 0.0
-    grey = cv2.cvtColor(region, cv2.COLOR_BGR2GRAY) if region.ndim == 3 else region
-    k = LEAN_WIDTH / grey.shape[1]
-    grey = cv2.resize(grey.astype(np.float32), None, fx=k, fy=k,
-                      interpolation=cv2.INTER_AREA if k < 1 else cv2.INTER_LINEAR)
-    edges = np.abs(cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3))
-    h, w = edges.shape
-    best, best_angle = -1.0, 0.0
-    for angle in LEAN_SEARCH:
-        turned = cv2.warpAffine(edges, cv2.getRotationMatrix2D((w / 2, h / 2), float(angle), 1.0), (w, h))
-        score = float(np.var(turned.sum(axis=1)))
-        if score > best:
-            best, best_angle = score, float(angle)
-    return best_angle  # turning it anticlockwise by this levels it: it leans clockwise by as much
 
 
 def sharpness(crop: np.ndarray) -> float:
@@ -143,7 +109,7 @@ class PlateFigures:
     mean: float
     used: bool  # inside the ROI and wide enough: the daemon would read it
     read: PlateRead | None = None
-    tilt: float = 0.0  # degrees the plate leans, clockwise on screen positive (lean_degrees)
+    tilt: float = 0.0  # degrees the plate leans, clockwise on screen positive (edge.plate_lean)
 
 
 @dataclass
@@ -283,7 +249,7 @@ class Aimer:
                 read = self.recognizer.read_crop(crop)
             grey = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
             out.append(PlateFigures(det, width, sharpness(grey), float(grey.mean()), used, read,
-                                    lean_degrees(image, det)))
+                                    lean_degrees(image, det.box)))
             if used:
                 observations.append(Observation(detection=det, read=read, frame_index=frame.index,
                                                 mono_ms=frame.mono_ms, utc=frame.utc))

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from edge.context_crop import CropModel, context_region, fit
+from edge.plate_lean import lean_degrees
 from edge.types import box_iou, tilt_degrees
 
 Box = Sequence[float]
@@ -35,11 +36,14 @@ class CornerRefiner(CropModel):
 
     kind = "corner_refiner"
 
-    def __init__(self, model_path, threads: int = 1, level_degrees: float | None = None):
-        """level_degrees: plates the detector shows turned more than this are looked at turned level
-        (default LEVEL_DEGREES; infinity never turns a crop)."""
+    def __init__(self, model_path, threads: int = 1, level_degrees: float | None = None,
+                 lean_from_pixels: bool = False):
+        """level_degrees: plates turned more than this are looked at turned level (default
+        LEVEL_DEGREES; infinity never turns a crop). lean_from_pixels: the turn is measured from the
+        image (edge.plate_lean) instead of from the detector's quad."""
         super().__init__(model_path, threads)
         self.level_degrees = LEVEL_DEGREES if level_degrees is None else float(level_degrees)
+        self.lean_from_pixels = lean_from_pixels
 
     def corners(self, image: np.ndarray, boxes: Sequence[Box],
                 quads: Sequence[np.ndarray] | None = None) -> np.ndarray:
@@ -51,7 +55,8 @@ class CornerRefiner(CropModel):
             return np.zeros((0, 4, 2), np.float64)
         crops, back = [], []
         for i, b in enumerate(boxes):
-            angle = tilt_degrees(quads[i]) if quads is not None else 0.0
+            angle = lean_degrees(image, b) if self.lean_from_pixels else (
+                tilt_degrees(quads[i]) if quads is not None else 0.0)
             if abs(angle) > self.level_degrees:
                 crop, to_frame = self._cut_level(image, np.asarray(quads[i], np.float64), angle)
             else:

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from conftest import MODELS, SHARED_DATA, free_port
-from edge.camera_tools import (Targets, advise, exposure, filesystem_type, lean_degrees, plate_width, sharpness,
-                               storage_warning)
+from edge.camera_tools import Targets, advise, exposure, filesystem_type, plate_width, sharpness, storage_warning
+from edge.plate_lean import lean_degrees
 from edge.types import Detection
 from media import real_frames, write_video
 
@@ -69,7 +69,7 @@ def test_lean_is_measured_from_the_pixels(turn):
     img = cv2.warpAffine(img, cv2.getRotationMatrix2D((200, 145), -turn, 1.0), (400, 300),
                          borderMode=cv2.BORDER_REPLICATE)
     det = Detection(box=(115, 105, 285, 185), score=0.9, corners=((120, 125), (280, 125), (280, 165), (120, 165)))
-    assert lean_degrees(img, det) == pytest.approx(turn, abs=1.5)
+    assert lean_degrees(img, det.box) == pytest.approx(turn, abs=1.5)
 
 
 def test_sharpness_drops_with_blur_and_with_too_few_pixels(shared_data):
