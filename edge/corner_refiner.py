@@ -49,16 +49,18 @@ class CornerRefiner(CropModel):
                 quads: Sequence[np.ndarray] | None = None) -> np.ndarray:
         """N x 4 x 2 corners (TL TR BR BL, pixels of image, not clipped) for the N boxes, in one batched run.
 
-        quads: the detector's corners of each box; a plate they show turned by more than
-        level_degrees is looked at turned level (see the module doc)."""
+        quads: the detector's corners of each box (default: the boxes' own corners); a plate they
+        show turned by more than level_degrees is looked at turned level (see the module doc)."""
         if len(boxes) == 0:
             return np.zeros((0, 4, 2), np.float64)
         crops, back = [], []
         for i, b in enumerate(boxes):
-            angle = lean_degrees(image, b) if self.lean_from_pixels else (
-                tilt_degrees(quads[i]) if quads is not None else 0.0)
+            x1, y1, x2, y2 = (float(v) for v in b)
+            quad = np.asarray(quads[i] if quads is not None else ((x1, y1), (x2, y1), (x2, y2), (x1, y2)),
+                              np.float64)
+            angle = lean_degrees(image, b) if self.lean_from_pixels else tilt_degrees(quad)
             if abs(angle) > self.level_degrees:
-                crop, to_frame = self._cut_level(image, np.asarray(quads[i], np.float64), angle)
+                crop, to_frame = self._cut_level(image, quad, angle)
             else:
                 crop, (rx1, ry1, rx2, ry2) = self.cut(image, b)
                 to_frame = np.array([[rx2 - rx1, 0.0, rx1], [0.0, ry2 - ry1, ry1]])

@@ -184,7 +184,7 @@ def rolled(img: np.ndarray, boxes, ignore, degrees: float):
     for b in boxes:
         q = turn(b)
         gts.append(((*q.min(0), *q.max(0)), [tuple(map(float, c)) for c in q]))
-    return out, gts, [(*turn(b).min(0), *turn(b).max(0)) for b in ignore]
+    return out, gts, [(*q.min(0), *q.max(0)) for q in map(turn, ignore)]
 
 
 def main(argv=None) -> int:
