@@ -101,18 +101,15 @@ def test_verifier_removes_false_boxes_and_keeps_plates(verifier, shared_data):
         found = false = 0
         for path, boxes in _val_frames(shared_data, "uc3m")[:120]:
             dets = [d for d in det.detect(cv2.imread(str(path))) if d.score >= 0.4]
-            hit = [any(_iou(d.box, b) >= 0.5 for b in boxes) for d in dets]
-            found += sum(any(_iou(d.box, b) >= 0.5 for d in dets) for b in boxes)
-            false += sum(1 for h, d in zip(hit, dets) if not h and not any(_iou(d.box, b) > 0 for b in boxes))
+            hit = [any(box_iou(d.box, b) >= 0.5 for b in boxes) for d in dets]
+            found += sum(any(box_iou(d.box, b) >= 0.5 for d in dets) for b in boxes)
+            false += sum(1 for h, d in zip(hit, dets) if not h and not any(box_iou(d.box, b) > 0 for b in boxes))
         return found, false
 
     found0, false0 = tally(plain)
     found1, false1 = tally(checked)
     assert found1 >= found0 - 1
     assert false1 <= false0 * 0.6, (false0, false1)
-
-
-_iou = box_iou
 
 
 def test_factory_loads_it_by_default_and_can_leave_it_out():
