@@ -90,6 +90,31 @@ def test_dont_care_boxes_follow_the_crop_and_the_flip():
     assert none.shape == (0, 4)
 
 
+def test_frame_turns_reach_max_rot_on_a_share_rot_p_and_the_plate_quad_turns_with_the_pixels():
+    """A rolled camera: crops turned up to max_rot degrees (det-0.7 trains with 14), on about rot_p of them,
+    and the label quad follows the plate's pixels."""
+    img = np.full((240, 320, 3), 90, np.uint8)
+    img[100:120, 100:190] = 250  # a bright plate-sized bar
+    plate = np.array([[[100, 100], [190, 100], [190, 120], [100, 120]]], np.float32)
+    angles = []
+    for seed in range(200):
+        _, quads, _ = affine_crop(img, plate, np.random.default_rng(seed), (320, 320), scale_range=(1.0, 1.0),
+                                  max_rot=14.0, focus=1.0, rot_p=0.5)
+        if len(quads):
+            d = quads[0, 1] - quads[0, 0]
+            angles.append(abs(np.degrees(np.arctan2(d[1], d[0]))))
+    angles = np.array(angles)
+    assert len(angles) > 150
+    turned = angles > 0.01
+    assert 0.35 < turned.mean() < 0.65
+    assert angles.max() <= 14.0 + 1e-3 and angles.max() > 10.0
+    # the quad sits on the turned bar: its centre pixel is the bar's bright grey
+    out, quads, _ = affine_crop(img, plate, np.random.default_rng(1), (320, 320), scale_range=(1.0, 1.0),
+                                max_rot=14.0, focus=1.0, rot_p=1.0)
+    cx, cy = quads[0].mean(0)
+    assert out[int(round(cy)), int(round(cx))].min() > 200
+
+
 def test_hard_frames_are_drawn_more_often_and_only_train_frames_may_be_listed(frames, tmp_path):
     root, cache = frames
     train = [c for c in cache if c.split == "train" and c.set == "ro_dashcam"]

@@ -25,12 +25,13 @@ def box_quads(boxes: np.ndarray) -> np.ndarray:
                      np.stack([x2, y2], 1), np.stack([x1, y2], 1)], 1).astype(np.float32)
 
 
-def affine_crop(img, quads, rng, out_hw, scale_range=(0.7, 1.5), max_rot=6.0, focus=0.8, ignore=None):
+def affine_crop(img, quads, rng, out_hw, scale_range=(0.7, 1.5), max_rot=6.0, focus=0.8, ignore=None, rot_p=0.4):
     """Random scale/rotation/translation into an out_hw canvas; plates cut by the border become ignore boxes,
-    and `ignore` (M x 4 don't-care boxes of the frame, e.g. plates its labels lack) follow the same transform."""
+    and `ignore` (M x 4 don't-care boxes of the frame, e.g. plates its labels lack) follow the same transform.
+    A share `rot_p` of the crops is turned by up to `max_rot` degrees (a rolled camera)."""
     H, W = out_hw
     s = float(np.exp(rng.uniform(np.log(scale_range[0]), np.log(scale_range[1]))))
-    a = float(rng.uniform(-max_rot, max_rot)) if rng.random() < 0.4 else 0.0
+    a = float(rng.uniform(-max_rot, max_rot)) if rng.random() < rot_p else 0.0
     if len(quads) and rng.random() < focus:
         q = quads[rng.integers(len(quads))]
         c = q.mean(0)
