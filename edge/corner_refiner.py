@@ -37,13 +37,15 @@ class CornerRefiner(CropModel):
     kind = "corner_refiner"
 
     def __init__(self, model_path, threads: int = 1, level_degrees: float | None = None,
-                 lean_from_pixels: bool = False):
+                 lean_from_pixels: bool = False, pixel_lean_min_width: float = 0.0):
         """level_degrees: plates turned more than this are looked at turned level (default
         LEVEL_DEGREES; infinity never turns a crop). lean_from_pixels: the turn is measured from the
-        image (edge.plate_lean) instead of from the detector's quad."""
+        image (edge.plate_lean) instead of from the detector's quad, for boxes at least
+        pixel_lean_min_width pixels wide (narrower plates give noisy pixel angles; they keep the quad's)."""
         super().__init__(model_path, threads)
         self.level_degrees = LEVEL_DEGREES if level_degrees is None else float(level_degrees)
         self.lean_from_pixels = lean_from_pixels
+        self.pixel_lean_min_width = float(pixel_lean_min_width)
 
     def corners(self, image: np.ndarray, boxes: Sequence[Box],
                 quads: Sequence[np.ndarray] | None = None) -> np.ndarray:
@@ -58,7 +60,8 @@ class CornerRefiner(CropModel):
             x1, y1, x2, y2 = (float(v) for v in b)
             quad = np.asarray(quads[i] if quads is not None else ((x1, y1), (x2, y1), (x2, y2), (x1, y2)),
                               np.float64)
-            angle = lean_degrees(image, b) if self.lean_from_pixels else tilt_degrees(quad)
+            from_pixels = self.lean_from_pixels and x2 - x1 >= self.pixel_lean_min_width
+            angle = lean_degrees(image, b) if from_pixels else tilt_degrees(quad)
             if abs(angle) > self.level_degrees:
                 crop, to_frame = self._cut_level(image, quad, angle)
             else:

@@ -213,6 +213,8 @@ def main(argv=None) -> int:
                          "the label boxes' corners turned with it as the corner truth")
     ap.add_argument("--lean-from-pixels", action="store_true",
                     help="the refiner's level turn takes its angle from the pixels (edge.plate_lean), not the quad")
+    ap.add_argument("--pixel-lean-min-width", type=float, default=0.0,
+                    help="with --lean-from-pixels: only boxes at least this wide (pixels); narrower keep the quad's angle")
     ap.add_argument("--refine-as-is", action="store_true",
                     help="the refiner looks at every crop as cut, never turned level first (as cr-0.1 was first served)")
     ap.add_argument("--candidates", type=float, default=None,
@@ -227,7 +229,8 @@ def main(argv=None) -> int:
     floor = args.candidates if args.candidates is not None else (
         0.3 if verifier else min(THRESHOLDS + (args.score,)))
     refiner = CornerRefiner(args.refiner, threads=1, level_degrees=float("inf") if args.refine_as_is else None,
-                            lean_from_pixels=args.lean_from_pixels) \
+                            lean_from_pixels=args.lean_from_pixels,
+                            pixel_lean_min_width=args.pixel_lean_min_width) \
         if args.refiner else None
     det = PlateDetector(args.model, threads=1, score_threshold=floor, verifier=verifier,
                         verify_below=args.verify_below, refiner=refiner)

@@ -178,3 +178,23 @@ def test_wrong_or_missing_file_is_a_clear_error(tmp_path):
         CornerRefiner(MODELS / "plate_verifier.onnx")
     with pytest.raises((ModelContractError, FileNotFoundError), match="nope.onnx"):
         CornerRefiner(tmp_path / "nope.onnx")
+
+
+def test_pixel_lean_only_for_boxes_wide_enough(shared_data):
+    """With lean_from_pixels and a width floor, a box narrower than the floor keeps the quad's angle
+    (small plates give noisy pixel angles), a wider one takes the pixels'."""
+    frames = _dutch_frames(shared_data, 6, seed=9, turn=10.0)
+    level_quads = CornerRefiner(REFINER)
+    pixels = CornerRefiner(REFINER, lean_from_pixels=True)
+    floor_high = CornerRefiner(REFINER, lean_from_pixels=True, pixel_lean_min_width=10_000)
+    floor_low = CornerRefiner(REFINER, lean_from_pixels=True, pixel_lean_min_width=1)
+    checked = 0
+    for img, quads in frames:
+        boxes = [(*q.min(0), *q.max(0)) for q in quads]
+        flat = [np.array([[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]]]) for b in boxes]  # quads say level
+        by_quad = level_quads.corners(img, boxes, flat)
+        by_pixels = pixels.corners(img, boxes, flat)
+        np.testing.assert_allclose(floor_high.corners(img, boxes, flat), by_quad)
+        np.testing.assert_allclose(floor_low.corners(img, boxes, flat), by_pixels)
+        checked += int(not np.allclose(by_quad, by_pixels))
+    assert checked >= 3  # the pixel angle (about 10 degrees) did change the cut on most frames
