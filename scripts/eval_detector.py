@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector_train.augment import cover_quad, warp_plate  # noqa: E402
-from detector_train.sets import DATA, ROOT, SETS, load_set  # noqa: E402
+from detector_train.sets import DATA, ROOT, SETS, TRAIN_IGNORE, load_set  # noqa: E402
 from edge.detector import PlateDetector  # noqa: E402
 from edge.corner_refiner import CornerRefiner  # noqa: E402
 from edge.plate_verifier import PlateVerifier  # noqa: E402
@@ -193,6 +193,10 @@ def main(argv=None) -> int:
     ap.add_argument("--score", type=float, default=0.3, help="operating score threshold reported first")
     ap.add_argument("--sets", nargs="*", default=list(SETS))
     ap.add_argument("--limit", type=int, default=0, help="at most this many val images per set (0 = all)")
+    ap.add_argument("--split", choices=("val", "train"), default="val",
+                    help="frames scored; 'train' (with its own don't-care list) is for deciding serving options "
+                         "without looking at the val frames (the detector has seen them, so not for its figures); "
+                         "the rendered sets are made from val frames and are left out")
     ap.add_argument("--min-width", type=float, default=40.0,
                     help="second table: only plates at least this wide (original pixels; the pipeline's min_plate_width)")
     ap.add_argument("--no-synth", action="store_true")
@@ -222,6 +226,8 @@ def main(argv=None) -> int:
                          "0.3, the unit's, with --verifier)")
     args = ap.parse_args(argv)
 
+    if args.split == "train" and args.ignore == IGNORE:
+        args.ignore = TRAIN_IGNORE
     ignore = load_ignore(args.ignore)
     verifier = PlateVerifier(args.verifier, threads=1) if args.verifier else None
     # with a verifier, boxes are looked at from the detector's serving default (0.3) up, as on the unit;
@@ -236,7 +242,7 @@ def main(argv=None) -> int:
                         verify_below=args.verify_below, refiner=refiner)
     tallies: dict[str, Tally] = {}
     for name in args.sets:
-        val = [s for s in load_set(name, DATA) if s.split == "val"]
+        val = [s for s in load_set(name, DATA) if s.split == args.split]
         if args.limit:
             val = val[: args.limit]
         t = Tally()
@@ -253,7 +259,7 @@ def main(argv=None) -> int:
                                        args.roll if i % 2 == 0 else -args.roll)
                 t.add(run_det(det, img), gts, ign)
             tallies[f"{name}_roll{args.roll:g}"] = t
-    if not args.no_synth:
+    if not args.no_synth and args.split == "val":
         t = nl_synth(det, args.limit or 10_000, seed=1234, ignore=ignore)
         if t is not None:
             tallies["nl_synth"] = t
