@@ -162,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mine-dark-p", type=float, default=0.25, help="mining: share of dark old Dutch rendered plates")
     ap.add_argument("--mine-scenes", type=int, default=3000, help="mining: rendered stand-in scenes")
     ap.add_argument("--mine-seed", type=int, default=1)
+    ap.add_argument("--mine-rolled", type=int, default=0,
+                    help="mining: turned copies per real frame (a rolled camera; pv-0.4 was mined without)")
     ap.add_argument("--detector", type=Path, default=ROOT / "models" / "detector.onnx", help="mining: the detector")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=128)
@@ -183,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{crops_file} missing: mining it with {args.detector}", flush=True)
         rc = mine_verifier_crops.main(["--model", str(args.detector), "--damaged", str(args.mine_damaged),
                                        "--dark-p", str(args.mine_dark_p), "--seed", str(args.mine_seed),
-                                       "--scenes", str(args.mine_scenes),
+                                       "--scenes", str(args.mine_scenes), "--rolled", str(args.mine_rolled),
                                        "--out", str(crops_file)])
         if rc:
             return rc

@@ -126,3 +126,22 @@ def test_wrong_or_missing_file_is_a_clear_error(tmp_path):
         PlateVerifier(tmp_path / "nope.onnx")
     with pytest.raises(ValueError, match="verify_below"):
         PlateDetector(MODELS / "detector.onnx", verify_below=1.5)
+
+
+def test_mining_with_turned_frames_labels_the_turned_plates(shared_data, tmp_path):
+    """mine_verifier_crops --rolled: real train frames also turned (a rolled camera), each detection there
+    labelled against the turned plates, so a verifier can learn turned plates and their scenes' false boxes."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from detector_train import mine_verifier_crops
+
+    out = tmp_path / "crops.npz"
+    assert mine_verifier_crops.main(["--data", str(shared_data / "detect"), "--limit", "4", "--no-synth", "--rolled", "1",
+                                     "--roll-max", "12", "--seed", "3", "--out", str(out)]) == 0
+    d = np.load(out)
+    turned = d["variant"] == 4
+    assert turned.any() and (d["variant"] == 0).any()
+    # plates are found and labelled as plates in the turned frames as in the upright ones
+    assert (d["label"][turned] == 1).sum() >= 0.5 * (d["label"][d["variant"] == 0] == 1).sum() > 0
+    assert d["crops"].shape[0] == len(d["label"])

@@ -40,7 +40,7 @@ from detector_train.augment import (TextPainter, cover_quad, jitter_quad, photom
 from detector_train.sets import DATA, ROOT, SETS, TRAIN_IGNORE, load_set  # noqa: E402
 from edge.detector import PlateDetector  # noqa: E402
 from edge.plate_verifier import verifier_crop  # noqa: E402
-from eval_detector import iou, overlap_min  # noqa: E402
+from eval_detector import iou, overlap_min, rolled  # noqa: E402
 
 CROP_H, CROP_W = 32, 96
 CONTEXT_X, CONTEXT_Y = 1.5, 2.0
@@ -147,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--damaged", type=int, default=0,
                     help="also use each real frame this many times rescaled and damaged (more real false boxes)")
     ap.add_argument("--scenes", type=int, default=0, help="also this many rendered stand-in scenes (variant 3)")
+    ap.add_argument("--rolled", type=int, default=0,
+                    help="also use each real frame this many times turned (variant 4: a rolled camera, so the "
+                         "verifier sees turned plates and the false boxes of turned scenes)")
+    ap.add_argument("--roll-max", type=float, default=14.0, help="largest turn of --rolled frames, degrees")
     ap.add_argument("--limit", type=int, default=0, help="at most this many frames per set (0 = all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "work_data" / "verifier" / "crops.npz")
@@ -178,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                 k = float(rng.uniform(0.6, 1.3))
                 variants.append((2, damaged_frame(img, k, rng), [[float(v) * k for v in b] for b in s.boxes],
                                  [[float(v) * k for v in o] for o in others]))
+            for _ in range(args.rolled):
+                turned, gts, turned_others = rolled(img, s.boxes, others, float(rng.uniform(-1, 1)) * args.roll_max)
+                variants.append((4, turned, [list(g[0]) for g in gts], turned_others))
             for kind, frame, plates, unlabelled in variants:
                 for d in det.detect(frame):
                     lab = label_box(d.box, plates, unlabelled)
