@@ -192,7 +192,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", type=Path, default=ROOT / "models" / "detector.onnx")
     ap.add_argument("--score", type=float, default=0.3, help="operating score threshold reported first")
     ap.add_argument("--sets", nargs="*", default=list(SETS))
-    ap.add_argument("--limit", type=int, default=0, help="at most this many val images per set (0 = all)")
+    ap.add_argument("--limit", type=int, default=0, help="at most this many images of the split per set (0 = all)")
     ap.add_argument("--split", choices=("val", "train"), default="val",
                     help="frames scored; 'train' (with its own don't-care list) is for deciding serving options "
                          "without looking at the val frames (the detector has seen them, so not for its figures); "

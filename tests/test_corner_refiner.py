@@ -190,11 +190,10 @@ def test_pixel_lean_only_for_boxes_wide_enough(shared_data):
     floor_low = CornerRefiner(REFINER, lean_from_pixels=True, pixel_lean_min_width=1)
     checked = 0
     for img, quads in frames:
-        boxes = [(*q.min(0), *q.max(0)) for q in quads]
-        flat = [np.array([[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]]]) for b in boxes]  # quads say level
-        by_quad = level_quads.corners(img, boxes, flat)
-        by_pixels = pixels.corners(img, boxes, flat)
-        np.testing.assert_allclose(floor_high.corners(img, boxes, flat), by_quad)
-        np.testing.assert_allclose(floor_low.corners(img, boxes, flat), by_pixels)
+        boxes = [(*q.min(0), *q.max(0)) for q in quads]  # no quads given: the boxes' own, level corners
+        by_quad = level_quads.corners(img, boxes)
+        by_pixels = pixels.corners(img, boxes)
+        np.testing.assert_allclose(floor_high.corners(img, boxes), by_quad)
+        np.testing.assert_allclose(floor_low.corners(img, boxes), by_pixels)
         checked += int(not np.allclose(by_quad, by_pixels))
     assert checked >= 3  # the pixel angle (about 10 degrees) did change the cut on most frames

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,9 @@ from edge.modelcontract import ModelContractError
 from edge.plate_verifier import PlateVerifier, verifier_crop
 
 from conftest import MODELS, box_iou, detect_val_frames
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from detector_train import mine_verifier_crops  # noqa: E402
 
 VERIFIER = MODELS / "plate_verifier.onnx"
 
@@ -131,11 +135,6 @@ def test_wrong_or_missing_file_is_a_clear_error(tmp_path):
 def test_mining_with_turned_frames_labels_the_turned_plates(shared_data, tmp_path):
     """mine_verifier_crops --rolled: real train frames also turned (a rolled camera), each detection there
     labelled against the turned plates, so a verifier can learn turned plates and their scenes' false boxes."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-    from detector_train import mine_verifier_crops
-
     out = tmp_path / "crops.npz"
     assert mine_verifier_crops.main(["--data", str(shared_data / "detect"), "--limit", "4", "--no-synth", "--rolled", "1",
                                      "--roll-max", "12", "--seed", "3", "--out", str(out)]) == 0
