@@ -71,19 +71,21 @@ def match(dets, gts, min_iou=0.5):
 
 class Tally:
     def __init__(self):
-        self.rows = []  # per image: (dets [(score, box, corners)], gts [(box, corners)], ignore boxes)
+        self.rows = []  # per image: (dets [(score, box, corners)], gts [(box, corners)], ignore boxes, key)
 
-    def add(self, dets, gts, ignore=()):
-        self.rows.append((dets, gts, list(ignore)))
+    def add(self, dets, gts, ignore=(), key: str = ""):
+        self.rows.append((dets, gts, list(ignore), key or str(len(self.rows))))
 
-    def at(self, thr: float, min_width: float = 0.0, drop_narrow: bool = False) -> dict:
+    def at(self, thr: float, min_width: float = 0.0, drop_narrow: bool = False, per_plate: bool = False) -> dict:
         """Figures at a score threshold; plates narrower than min_width are 'don't care' (neither missed
         nor false when found), the usual protocol for objects below the size a system is meant for.
         drop_narrow: detections narrower than min_width are dropped before matching, as the unit's
-        pipeline drops them (it never reads them), so they count neither as found nor as false."""
+        pipeline drops them (it never reads them), so they count neither as found nor as false.
+        per_plate: also list each found plate as [image key, plate index, corner error], so two runs can
+        be compared on the plates both find (a verifier changes which plates are found, not their corners)."""
         n_gt = n_det = n_tp = 0
-        cerr = []
-        for dets, gts, ignore in self.rows:
+        cerr, found = [], []
+        for dets, gts, ignore, key in self.rows:
             d = [x for x in dets if x[0] >= thr and (not drop_narrow or x[1][2] - x[1][0] >= min_width)]
             pairs = match(d, gts)
             small = {j for j, g in enumerate(gts) if g[0][2] - g[0][0] < min_width}
@@ -103,8 +105,12 @@ class Tally:
                 gb, gc = gts[gj]
                 err = np.linalg.norm(np.asarray(d[di][2]) - np.asarray(gc), axis=1).mean()
                 cerr.append(err / max(gb[2] - gb[0], 1e-6))
-        return {"plates": n_gt, "detections": n_det, "recall": n_tp / max(n_gt, 1),
-                "precision": n_tp / max(n_det, 1), "corner_err": float(np.mean(cerr)) if cerr else float("nan")}
+                found.append([key, gj, float(cerr[-1])])
+        out = {"plates": n_gt, "detections": n_det, "recall": n_tp / max(n_gt, 1),
+               "precision": n_tp / max(n_det, 1), "corner_err": float(np.mean(cerr)) if cerr else float("nan")}
+        if per_plate:
+            out["per_plate"] = found
+        return out
 
 
 def box_corners(b):
@@ -165,7 +171,8 @@ def nl_synth(det, limit: int, seed: int, ignore: dict | None = None, tilt: float
             img = warp_plate(img, np.ascontiguousarray(p.image), q, rng)
             gts.append(((float(q[:, 0].min()), float(q[:, 1].min()), float(q[:, 0].max()), float(q[:, 1].max())),
                         [tuple(map(float, c)) for c in q]))
-        t.add(run_det(det, img), gts, ignore.get(name, {}).get(f"images/{s.image.name}", []))
+        t.add(run_det(det, img), gts, ignore.get(name, {}).get(f"images/{s.image.name}", []),
+              key=f"{name}/{s.image.name}")
     return t
 
 
@@ -204,6 +211,9 @@ def main(argv=None) -> int:
                     help="also score nl_synth_tilt: the nl_synth frames with each plate turned by +-TILT degrees "
                          "(how corners hold up when the camera rolls or the road slopes)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument("--per-plate", action="store_true",
+                    help="with --json: also list every found plate at --score with its corner error "
+                         "(scripts/compare_detector_runs.py compares two runs on the plates both find)")
     ap.add_argument("--ignore", type=Path, default=IGNORE,
                     help="ignore regions: real plates the val labels lack (detections on them count neither way); "
                          "'' for none")
@@ -249,7 +259,7 @@ def main(argv=None) -> int:
         for s in val:
             img = cv2.imread(str(s.image), cv2.IMREAD_COLOR)
             t.add(run_det(det, img), [(tuple(map(float, b)), box_corners(b)) for b in s.boxes],
-                  ignore.get(name, {}).get(f"images/{s.image.name}", []))
+                  ignore.get(name, {}).get(f"images/{s.image.name}", []), key=s.image.name)
         tallies[name] = t
         if args.roll:
             t = Tally()
@@ -257,7 +267,7 @@ def main(argv=None) -> int:
                 img, gts, ign = rolled(cv2.imread(str(s.image), cv2.IMREAD_COLOR), s.boxes,
                                        ignore.get(name, {}).get(f"images/{s.image.name}", []),
                                        args.roll if i % 2 == 0 else -args.roll)
-                t.add(run_det(det, img), gts, ign)
+                t.add(run_det(det, img), gts, ign, key=s.image.name)
             tallies[f"{name}_roll{args.roll:g}"] = t
     if not args.no_synth and args.split == "val":
         t = nl_synth(det, args.limit or 10_000, seed=1234, ignore=ignore)
@@ -278,7 +288,8 @@ def main(argv=None) -> int:
     out = {}
     wide, unit = f"min_width_{args.min_width:g}", f"unit_min_width_{args.min_width:g}"
     for name, t in tallies.items():
-        out[name] = {"at_score": t.at(args.score), "sweep": {str(x): t.at(x) for x in THRESHOLDS},
+        out[name] = {"at_score": t.at(args.score, per_plate=args.per_plate),
+                     "sweep": {str(x): t.at(x) for x in THRESHOLDS},
                      wide: t.at(args.score, args.min_width),
                      unit: t.at(args.score, args.min_width, drop_narrow=True)}
     for title, key in ((None, "at_score"),

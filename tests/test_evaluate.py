@@ -183,3 +183,26 @@ def test_detector_tally_as_the_unit_reads_drops_narrow_detections():
     assert (kept["plates"], kept["detections"], kept["recall"], kept["precision"]) == (2, 3, 1.0, 2 / 3)
     unit = t.at(0.5, 40.0, drop_narrow=True)
     assert (unit["plates"], unit["detections"], unit["recall"], unit["precision"]) == (2, 1, 0.5, 1.0)
+
+
+def test_detector_runs_compared_on_the_plates_both_find():
+    """--per-plate lists each found plate with its corner error; compare_detector_runs keeps a box-fit
+    change (same plates, other corners) apart from a found-plates change (a verifier keeping other boxes)."""
+    import compare_detector_runs as cmp
+    import eval_detector as ed
+
+    plate_a, plate_b = (100.0, 100.0, 200.0, 120.0), (300.0, 100.0, 400.0, 120.0)
+    gts = [(plate_a, ed.box_corners(plate_a)), (plate_b, ed.box_corners(plate_b))]
+    off_a = [(x + 2.0, y) for x, y in ed.box_corners(plate_a)]  # 2 px off on a 100 px plate
+    before, after = ed.Tally(), ed.Tally()
+    before.add([(0.9, plate_a, off_a), (0.8, plate_b, ed.box_corners(plate_b))], gts, key="f1.jpg")
+    after.add([(0.9, plate_a, off_a)], gts, key="f1.jpg")  # plate_b (a perfect fit) no longer found
+    runs = [{"s": {"at_score": t.at(0.5, per_plate=True)}} for t in (before, after)]
+    assert runs[0]["s"]["at_score"]["per_plate"] == [["f1.jpg", 0, pytest.approx(0.02)], ["f1.jpg", 1, 0.0]]
+    assert runs[0]["s"]["at_score"]["corner_err"] == pytest.approx(0.01)
+    assert runs[1]["s"]["at_score"]["corner_err"] == pytest.approx(0.02)  # the mean doubles ...
+    r = cmp.compare(*runs)["s"]
+    assert r["common"] == 1 and r["corner_before"] == pytest.approx(r["corner_after"])  # ... the fit does not
+    assert (r["only_before"], r["only_after"]) == (1, 0) and r["only_before_corner"] == 0.0
+    with pytest.raises(SystemExit, match="per-plate"):
+        cmp.compare({"s": {"at_score": before.at(0.5)}}, runs[1])
