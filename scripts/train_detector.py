@@ -96,6 +96,9 @@ def main(argv=None) -> int:
     ap.add_argument("--max-rot", type=float, default=6.0,
                     help="largest frame turn in degrees (a rolled camera); det-0.1 to det-0.6 used 6")
     ap.add_argument("--rot-p", type=float, default=0.4, help="share of training crops that are turned")
+    ap.add_argument("--closeup-p", type=float, default=0.0,
+                    help="share of real-frame crops that are close-ups: one plate scaled to 45-92%% of the crop "
+                         "width, whole (det-0.1 to det-0.6: 0, so plates over half the crop were never seen whole)")
     ap.add_argument("--reg-per-plate", action="store_true",
                     help="every plate weighs the same in the box/corner loss (default: every centre cell, so "
                          "close-ups, which cover many cells, dominate and far plates get loose corners)")
@@ -140,7 +143,7 @@ def main(argv=None) -> int:
     dont_care = load_train_ignore(Path(args.train_ignore) if args.train_ignore else None, cache)
     hard = load_hard_frames(Path(args.hard_frames) if args.hard_frames else None, cache, args.hard_weight)
     stream = SampleStream(cache, bank, args.size, args.text_p, args.badge_p, dont_care, hard, args.reg_per_plate,
-                          args.max_rot, args.rot_p)
+                          args.max_rot, args.rot_p, args.closeup_p)
     if args.init is not None and step == 0:
         if args.init.suffix == ".onnx":
             from onnx_init import load_onnx_weights, max_output_difference
@@ -158,7 +161,7 @@ def main(argv=None) -> int:
     info.update(version=args.version, text_p=args.text_p, badge_p=args.badge_p, params=n_params,
                 batch=args.batch, size=args.size, steps=args.steps, seed=args.seed,
                 train_ignore_frames=len(dont_care), hard_frames=len(hard), hard_weight=args.hard_weight,
-                max_rot=args.max_rot, rot_p=args.rot_p)
+                max_rot=args.max_rot, rot_p=args.rot_p, closeup_p=args.closeup_p)
     info.setdefault("synthetic_from_step", None)
     if bank is not None and info["synthetic_from_step"] is None:
         info["synthetic_from_step"] = step

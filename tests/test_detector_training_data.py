@@ -115,6 +115,35 @@ def test_frame_turns_reach_max_rot_on_a_share_rot_p_and_the_plate_quad_turns_wit
     assert out[int(round(cy)), int(round(cx))].min() > 200
 
 
+def test_closeup_crops_show_a_large_plate_whole_and_the_default_draws_as_before():
+    """A plate filling most of a letterboxed frame (a close photo) is cut by ordinary crops; a close-up crop
+    scales one plate to 45-92 % of the crop width and keeps it whole. closeup_p=0 draws exactly as before."""
+    img = np.full((300, 416, 3), 90, np.uint8)
+    img[100:180, 40:370] = 250  # a 330 px plate, as a close photo letterboxed to 416
+    plate = np.array([[[40, 100], [370, 100], [370, 180], [40, 180]]], np.float32)
+    whole_plain = whole_close = 0
+    for seed in range(100):
+        _, quads, _ = affine_crop(img, plate, np.random.default_rng(seed), (320, 320), max_rot=14.0, rot_p=0.5)
+        whole_plain += len(quads)
+        out, quads, _ = affine_crop(img, plate, np.random.default_rng(seed), (320, 320), max_rot=14.0, rot_p=0.5,
+                                    closeup_p=1.0)
+        assert len(quads) == 1  # always whole, turned or not
+        w = np.ptp(quads[0, :, 0])
+        assert 0.4 * 320 < w < 0.95 * 320
+        cx, cy = quads[0].mean(0)
+        assert out[int(round(cy)), int(round(cx))].min() > 200  # the quad sits on the plate's pixels
+        whole_close += 1
+    assert whole_plain < 25 and whole_close == 100
+    # small plates are scaled up at most closeup_max_scale (no blown-up blur)
+    small = np.array([[[100, 100], [130, 100], [130, 108], [100, 108]]], np.float32)
+    _, quads, _ = affine_crop(img, small, np.random.default_rng(0), (320, 320), max_rot=0.0, closeup_p=1.0)
+    assert np.ptp(quads[0, :, 0]) == pytest.approx(60.0, abs=0.5)
+    # off: the same draws and the same crop as without the option
+    a = affine_crop(img, plate, np.random.default_rng(5), (320, 320))
+    b = affine_crop(img, plate, np.random.default_rng(5), (320, 320), closeup_p=0.0)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
 def test_hard_frames_are_drawn_more_often_and_only_train_frames_may_be_listed(frames, tmp_path):
     root, cache = frames
     train = [c for c in cache if c.split == "train" and c.set == "ro_dashcam"]

@@ -25,14 +25,32 @@ def box_quads(boxes: np.ndarray) -> np.ndarray:
                      np.stack([x2, y2], 1), np.stack([x1, y2], 1)], 1).astype(np.float32)
 
 
-def affine_crop(img, quads, rng, out_hw, scale_range=(0.7, 1.5), max_rot=6.0, focus=0.8, ignore=None, rot_p=0.4):
+def affine_crop(img, quads, rng, out_hw, scale_range=(0.7, 1.5), max_rot=6.0, focus=0.8, ignore=None, rot_p=0.4,
+                closeup_p=0.0, closeup_width=(0.45, 0.92), closeup_max_scale=2.0):
     """Random scale/rotation/translation into an out_hw canvas; plates cut by the border become ignore boxes,
     and `ignore` (M x 4 don't-care boxes of the frame, e.g. plates its labels lack) follow the same transform.
-    A share `rot_p` of the crops is turned by up to `max_rot` degrees (a rolled camera)."""
+    A share `rot_p` of the crops is turned by up to `max_rot` degrees (a rolled camera).
+
+    A share `closeup_p` of the crops with plates are close-ups: one plate scaled to a `closeup_width` share
+    of the canvas width (scale at most `closeup_max_scale`, so small plates are not blown up into blur) and
+    placed whole inside it. Ordinary crops keep a plate whole only when it is under about half the canvas,
+    so a plate filling most of a letterboxed frame (a close photo, a gate camera) is otherwise never seen
+    whole. 0 (the default) draws nothing extra, so earlier stages stay reproducible."""
     H, W = out_hw
     s = float(np.exp(rng.uniform(np.log(scale_range[0]), np.log(scale_range[1]))))
     a = float(rng.uniform(-max_rot, max_rot)) if rng.random() < rot_p else 0.0
-    if len(quads) and rng.random() < focus:
+    if closeup_p > 0 and len(quads) and rng.random() < closeup_p:
+        q = quads[rng.integers(len(quads))]
+        c = q.mean(0)
+        pw, ph = float(np.ptp(q[:, 0])), float(np.ptp(q[:, 1]))
+        s = min(float(rng.uniform(*closeup_width)) * W / max(pw, 1.0), closeup_max_scale)
+        # room for the turned plate: its half extent after scale (and a turn of up to |a| degrees)
+        rad = np.deg2rad(abs(a))
+        hx = 0.5 * s * (pw * np.cos(rad) + ph * np.sin(rad)) + 2
+        hy = 0.5 * s * (pw * np.sin(rad) + ph * np.cos(rad)) + 2
+        tx = rng.uniform(min(hx, W / 2), max(W - hx, W / 2))
+        ty = rng.uniform(min(hy, H / 2), max(H - hy, H / 2))
+    elif len(quads) and rng.random() < focus:
         q = quads[rng.integers(len(quads))]
         c = q.mean(0)
         tx, ty = rng.uniform(0.15 * W, 0.85 * W), rng.uniform(0.15 * H, 0.85 * H)

@@ -61,9 +61,10 @@ class SampleStream:
                  text_p: float = 0.3, badge_p: float = 0.0,
                  dont_care: dict[tuple[str, str], np.ndarray] | None = None,
                  frame_weights: dict[tuple[str, str], float] | None = None,
-                 reg_per_plate: bool = False, max_rot: float = 6.0, rot_p: float = 0.4):
+                 reg_per_plate: bool = False, max_rot: float = 6.0, rot_p: float = 0.4, closeup_p: float = 0.0):
         self.size = size
         self.max_rot, self.rot_p = max_rot, rot_p  # frame turn: up to max_rot degrees on a share rot_p of crops
+        self.closeup_p = closeup_p  # share of real-frame crops with one plate scaled up to fill most of the crop
         self.reg_per_plate = reg_per_plate  # each plate weighs the same in the corner loss, whatever its size
         self.dont_care = dont_care or {}  # (set, file name) -> boxes the loss skips (plates the labels lack)
         self.text_p = text_p  # share of samples with painted non-plate text
@@ -97,7 +98,7 @@ class SampleStream:
                     new.append(q)
             quads = np.asarray(new, np.float32)
         return A.affine_crop(img, quads, rng, (self.size, self.size), ignore=self.dont_care.get((c.set, c.name)),
-                             max_rot=self.max_rot, rot_p=self.rot_p)
+                             max_rot=self.max_rot, rot_p=self.rot_p, closeup_p=self.closeup_p)
 
     def _scene(self, rng):
         if rng.random() < 0.6:
