@@ -86,15 +86,16 @@ RECIPES: dict[str, Recipe] = {
                          "scripts/detector_train/hard_frames_det-0.5.json", "--reg-per-plate",
                          "--version", "det-0.6")),
         )),
-    # models/plate_verifier.md: pv-0.4, one stage; it mines its crops from the shipped
-    # models/detector.onnx first (RUN/crops.npz), so rebuild it after the detector
+    # models/plate_verifier.md: pv-0.6, one stage; it mines its crops from the shipped
+    # models/detector.onnx first (RUN/crops.npz), with one turned copy of each real train frame,
+    # so rebuild it after the detector (two torch threads, as it was trained)
     "verifier": Recipe(
         script="train_verifier.py", output="plate_verifier.onnx", install_as="plate_verifier.onnx",
         folder_option="--run", export_option="--export",
         stages=(
             Stage("v1", ("--steps", "5000", "--seed", "2", "--occlude-p", "0.25", "--mine-damaged", "2",
                          "--mine-dark-p", "0.25", "--mine-scenes", "3000", "--mine-seed", "1",
-                         "--version", "pv-0.4"),
+                         "--mine-rolled", "1", "--threads", "2", "--version", "pv-0.6"),
                   init_from_prev=False),
         )),
     # models/corner_refiner.md: cr-0.1, one stage; it mines its crops from the shipped
