@@ -25,6 +25,11 @@ def found_plates(run: dict, name: str) -> dict[tuple[str, int], float]:
     return {(key, int(idx)): float(err) for key, idx, err in rows}
 
 
+def _mean(vals) -> float:
+    vals = list(vals)
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
 def compare(before: dict, after: dict) -> dict[str, dict]:
     """Per set present in both runs: common plates, their mean corner error before and after, and the
     plates only one run finds."""
@@ -35,15 +40,10 @@ def compare(before: dict, after: dict) -> dict[str, dict]:
         a, b = found_plates(before, name), found_plates(after, name)
         common = sorted(set(a) & set(b))
         only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
-
-        def mean(vals):
-            vals = list(vals)
-            return sum(vals) / len(vals) if vals else float("nan")
-
         out[name] = {"common": len(common),
-                     "corner_before": mean(a[k] for k in common), "corner_after": mean(b[k] for k in common),
-                     "only_before": len(only_a), "only_before_corner": mean(a[k] for k in only_a),
-                     "only_after": len(only_b), "only_after_corner": mean(b[k] for k in only_b)}
+                     "corner_before": _mean(a[k] for k in common), "corner_after": _mean(b[k] for k in common),
+                     "only_before": len(only_a), "only_before_corner": _mean(a[k] for k in only_a),
+                     "only_after": len(only_b), "only_after_corner": _mean(b[k] for k in only_b)}
     return out
 
 
