@@ -40,13 +40,14 @@ class PlateDetector:
     `score_threshold` is the lowest plate score kept (the pipeline may filter higher);
     `max_upscale` limits how much a small frame or region is enlarged before detection;
     `verifier` re-scores boxes scored under `verify_below`, `refiner` places every returned box's
-    corners (see the module docstring).
+    corners (see the module docstring); `refine_first` has the verifier look at the refined boxes instead
+    of the detector's own (a box cut short across a large plate shows the verifier only part of it).
     """
 
     def __init__(self, model_path: str | Path, threads: int = 1, score_threshold: float = 0.3,
                  nms_iou: float = 0.5, max_detections: int = 50, max_upscale: float = 2.0,
                  verifier: PlateVerifier | None = None, verify_below: float = 0.7,
-                 refiner: CornerRefiner | None = None):
+                 refiner: CornerRefiner | None = None, refine_first: bool = False):
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be within 0..1, got {score_threshold}")
         if not 0.0 <= verify_below <= 1.0:
@@ -76,6 +77,7 @@ class PlateDetector:
         self.verifier = verifier
         self.verify_below = float(verify_below)
         self.refiner = refiner
+        self.refine_first = bool(refine_first)
 
     @property
     def version(self) -> str:
@@ -113,9 +115,11 @@ class PlateDetector:
             d = _clipped_detection(quad, float(score), W, H)
             if d is not None:
                 out.append(d)
+        if self.refiner is not None and self.refine_first:
+            out = self._refine(frame, out)
         if self.verifier is not None:
             out = self._verify(frame, out)
-        if self.refiner is not None:
+        if self.refiner is not None and not self.refine_first:
             out = self._refine(frame, out)
         return out
 

@@ -229,6 +229,9 @@ def main(argv=None) -> int:
                     help="the refiner's level turn takes its angle from the pixels (edge.plate_lean), not the quad")
     ap.add_argument("--pixel-lean-min-width", type=float, default=0.0,
                     help="with --lean-from-pixels: only boxes at least this wide (pixels); narrower keep the quad's angle")
+    ap.add_argument("--refine-first", action="store_true",
+                    help="with --verifier and --refiner: refine the corners first, so the verifier looks at the "
+                         "refined boxes (default: it looks at the detector's own)")
     ap.add_argument("--refine-as-is", action="store_true",
                     help="the refiner looks at every crop as cut, never turned level first (as cr-0.1 was first served)")
     ap.add_argument("--candidates", type=float, default=None,
@@ -249,7 +252,7 @@ def main(argv=None) -> int:
                             pixel_lean_min_width=args.pixel_lean_min_width) \
         if args.refiner else None
     det = PlateDetector(args.model, threads=1, score_threshold=floor, verifier=verifier,
-                        verify_below=args.verify_below, refiner=refiner)
+                        verify_below=args.verify_below, refiner=refiner, refine_first=args.refine_first)
     tallies: dict[str, Tally] = {}
     for name in args.sets:
         val = [s for s in load_set(name, DATA) if s.split == args.split]

@@ -96,6 +96,32 @@ def test_detector_rescores_only_doubtful_boxes(verifier, shared_data):
     assert seen_doubtful >= 10 and seen_sure >= 10
 
 
+def test_refine_first_has_the_verifier_score_the_refined_boxes(verifier, shared_data):
+    """refine_first: the corner refiner places each box first and the verifier re-scores the refined box
+    (default: the detector's own box is scored, then refined)."""
+    from edge.corner_refiner import CornerRefiner
+
+    refiner = CornerRefiner(MODELS / "corner_refiner.onnx", threads=1)
+    refined_only = PlateDetector(MODELS / "detector.onnx", threads=1, score_threshold=0.2, refiner=refiner)
+    first = PlateDetector(MODELS / "detector.onnx", threads=1, score_threshold=0.2, verifier=verifier,
+                          refiner=refiner, refine_first=True)
+    after = PlateDetector(MODELS / "detector.onnx", threads=1, score_threshold=0.2, verifier=verifier,
+                          refiner=refiner)
+    seen = differ = 0
+    for path, _ in _val_frames(shared_data, "uc3m")[:30]:
+        img = cv2.imread(str(path))
+        got = {d.box: d.score for d in first.detect(img)}
+        old = {d.box: d.score for d in after.detect(img)}
+        assert set(got) == set(old)  # the same refined boxes either way; only their scores may differ
+        for d in refined_only.detect(img):
+            if d.score < 0.7:
+                p = float(verifier.probabilities(img, [d.box])[0])
+                assert got[d.box] == pytest.approx(np.sqrt(d.score * p), abs=1e-5)
+                seen += 1
+                differ += abs(got[d.box] - old[d.box]) > 1e-4
+    assert seen >= 10 and differ >= 1
+
+
 def test_verifier_removes_false_boxes_and_keeps_plates(verifier, shared_data):
     """On uc3m val frames at the unit's score 0.4: fewer boxes off every labelled plate, the same plates found."""
     plain = PlateDetector(MODELS / "detector.onnx", threads=1)
