@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.corner_refiner import CornerRefiner
 from edge.detector import PlateDetector
 from edge.factory import load_models
 from edge.modelcontract import ModelContractError
@@ -99,8 +100,6 @@ def test_detector_rescores_only_doubtful_boxes(verifier, shared_data):
 def test_refine_first_has_the_verifier_score_the_refined_boxes(verifier, shared_data):
     """refine_first: the corner refiner places each box first and the verifier re-scores the refined box
     (default: the detector's own box is scored, then refined)."""
-    from edge.corner_refiner import CornerRefiner
-
     refiner = CornerRefiner(MODELS / "corner_refiner.onnx", threads=1)
     refined_only = PlateDetector(MODELS / "detector.onnx", threads=1, score_threshold=0.2, refiner=refiner)
     first = PlateDetector(MODELS / "detector.onnx", threads=1, score_threshold=0.2, verifier=verifier,
