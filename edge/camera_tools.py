@@ -125,6 +125,7 @@ class Report:
     width_px: dict | None  # median/min/max
     sharpness: float | None  # median
     tilt_deg: float | None  # median lean of the plates, clockwise on screen positive
+    roll_deg: float  # camera.roll_degrees the frames were searched with (turned level by this much)
     plate_mean: float | None  # median mean grey of the plate crops
     exposure_mean: float
     clipped: float
@@ -151,7 +152,8 @@ class Report:
             out.append(f"plates: {self.plates} in the recent frames ({self.plates_ignored} ignored: outside ROI "
                        f"or too narrow); width {self.width_px['median']:.0f} px (min {self.width_px['min']:.0f}, "
                        f"max {self.width_px['max']:.0f})")
-            out.append(f"plate sharpness {self.sharpness:.0f}, plate lean {self.tilt_deg:+.1f} deg, "
+            rolled = f" (camera.roll_degrees {self.roll_deg:+g})" if self.roll_deg else ""
+            out.append(f"plate sharpness {self.sharpness:.0f}, plate lean {self.tilt_deg:+.1f} deg{rolled}, "
                        f"plate mean grey {self.plate_mean:.0f}")
         if self.vehicles:
             out.append(f"read rate: {self.vehicles_read} of the last {self.vehicles} vehicles "
@@ -165,7 +167,7 @@ class Report:
 
 def advise(width: float | None, sharp: float | None, plate_mean: float | None, exp: Exposure,
            vehicles: int, read: int, frames_without_plates: int, t: Targets,
-           tilt: float | None = None) -> list[str]:
+           tilt: float | None = None, roll: float = 0.0) -> list[str]:
     """Plain-language advice for the figures out of range, most important first."""
     out: list[str] = []
     if width is None:
@@ -181,10 +183,13 @@ def advise(width: float | None, sharp: float | None, plate_mean: float | None, e
     if sharp is not None and sharp < t.sharpness_min:
         out.append(f"plates are blurred (sharpness {sharp:.0f}, want at least {t.sharpness_min:.0f}): "
                    "focus on the plates, or shorten the exposure time against motion blur")
-    if tilt is not None and abs(tilt) > t.tilt_max:
+    if tilt is not None and abs(tilt - roll) > t.tilt_max:
+        # a camera's roll is fixed where it is mounted: the unit can search its frames turned level
         side = "clockwise" if tilt > 0 else "anticlockwise"
-        out.append(f"plates lean {abs(tilt):.0f} degrees {side} on screen (want at most {t.tilt_max:.0f}): level "
-                   "the camera's roll, or look at the lane less from the side")
+        now = f", camera.roll_degrees undoes {roll:g}" if roll else ""
+        out.append(f"plates lean {abs(tilt):.0f} degrees {side} on screen{now} (want at most {t.tilt_max:.0f} "
+                   f"left over): set camera.roll_degrees: {tilt:.0f} so frames are searched turned level, or level "
+                   "the camera's roll")
     if plate_mean is not None and plate_mean < t.plate_mean_min:
         out.append(f"plates are dark (mean grey {plate_mean:.0f}, want {t.plate_mean_min:.0f}-{t.plate_mean_max:.0f}): "
                    "raise exposure or gain, open the iris, or add infrared light")
@@ -213,12 +218,13 @@ class Aimer:
     narrow), because those are what the technician must fix.
     """
 
-    def __init__(self, detector, recognizer, tracker, *, roi: Sequence[Point] | None = None,
+    def __init__(self, detector, recognizer, tracker, *, roi: Sequence[Point] | None = None, roll: float = 0.0,
                  min_score: float = 0.4, targets: Targets = Targets(), window: int = 25, vehicles: int = 20):
         self.detector = detector
         self.recognizer = recognizer
         self.tracker = tracker
         self.roi = list(roi) if roi else None
+        self.roll = float(roll)  # camera.roll_degrees: frames are searched turned level, as the daemon does
         self.min_score = min_score
         self.targets = targets
         self.plates: deque[list[PlateFigures]] = deque(maxlen=window)  # per recent frame
@@ -234,7 +240,7 @@ class Aimer:
         image = frame.image
         out = []
         observations = []
-        for det in self.detector.detect(image):
+        for det in self.detector.detect(image, roll=self.roll):
             if det.score < self.min_score:
                 continue
             try:
@@ -289,11 +295,11 @@ class Aimer:
             width_px=None if width is None else {"median": round(width, 1), "min": round(min(widths), 1),
                                                  "max": round(max(widths), 1)},
             sharpness=None if sharp is None else round(sharp, 1),
-            tilt_deg=None if tilt is None else round(tilt, 1),
+            tilt_deg=None if tilt is None else round(tilt, 1), roll_deg=self.roll,
             plate_mean=None if pmean is None else round(pmean, 1),
             exposure_mean=round(exp.mean, 1), clipped=round(exp.clipped, 4), black=round(exp.black, 4),
             vehicles=n, vehicles_read=read, read_rate=None if n == 0 else round(read / n, 3),
-            advice=advise(width, sharp, pmean, exp, n, read, self.frames_without_plates, t, tilt),
+            advice=advise(width, sharp, pmean, exp, n, read, self.frames_without_plates, t, tilt, self.roll),
             texts=[f"{p.formatted or '(unread)'} {p.country or '?'} {p.confidence:.2f}" for p in self.passages]
             if show_text else None,
         )
@@ -347,6 +353,7 @@ class Setup:
     threads: int
     min_score: float
     roi: list[Point] | None
+    roll: float  # camera.roll_degrees, or --roll
     targets: Targets
     tracking: object | None
 
@@ -373,6 +380,7 @@ def setup_from_args(args) -> Setup:
                      threads=args.threads if args.threads is not None else cfg.models.threads,
                      min_score=args.min_score if args.min_score is not None else cfg.detection.min_score,
                      roi=[tuple(p) for p in cfg.camera.roi] if cfg.camera.roi else None,
+                     roll=args.roll if args.roll is not None else cfg.camera.roll_degrees,
                      targets=targets, tracking=cfg.tracking)
     if not args.source:
         print("anpr-edge camera: give --config FILE or --source URL", file=sys.stderr)
@@ -381,6 +389,7 @@ def setup_from_args(args) -> Setup:
                  models=Path(args.models) if args.models else default_models_dir(),
                  threads=args.threads if args.threads is not None else 1,
                  min_score=args.min_score if args.min_score is not None else 0.4, roi=None,
+                 roll=args.roll if args.roll is not None else 0.0,
                  targets=targets, tracking=None)
 
 
@@ -539,7 +548,8 @@ def _snapshot(args, to_stdout: bool) -> tuple[int, bytes | None]:
     if frame is None:
         print(f"anpr-edge camera snapshot: {source.label}: no frame", file=sys.stderr)
         return 1, None
-    aimer = Aimer(detector, recognizer, tracker, roi=setup.roi, min_score=setup.min_score, targets=setup.targets)
+    aimer = Aimer(detector, recognizer, tracker, roi=setup.roi, roll=setup.roll, min_score=setup.min_score,
+                  targets=setup.targets)
     plates = aimer.process(frame)
     image = draw(frame.image, plates, setup.roi, setup.targets, show_text=args.show_text)
     jpeg = None
@@ -581,8 +591,8 @@ def _snapshot(args, to_stdout: bool) -> tuple[int, bytes | None]:
 def cmd_aim(args) -> int:
     setup = setup_from_args(args)
     detector, recognizer, tracker = load_stages(setup)
-    aimer = Aimer(detector, recognizer, tracker, roi=setup.roi, min_score=setup.min_score, targets=setup.targets,
-                  window=args.window, vehicles=args.vehicles)
+    aimer = Aimer(detector, recognizer, tracker, roi=setup.roi, roll=setup.roll, min_score=setup.min_score,
+                  targets=setup.targets, window=args.window, vehicles=args.vehicles)
     limit = args.frames if args.frames is not None else (1 if args.once else 0)
     live = sys.stdout.isatty() and not args.json and not args.once
     last = time.monotonic()
@@ -642,6 +652,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _roll(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
+    if not -45 <= value <= 45:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be within -45..45 degrees, got {text}")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where frames and models come from (a config file, or flags)")
     g.add_argument("--config", help="unit config (camera source, ROI, models, thresholds)")
@@ -650,6 +670,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--models", help="folder with detector.onnx and recognizer.onnx (default: config or bundled)")
     g.add_argument("--threads", type=int, help="onnxruntime threads per model (default: config, else 1)")
     g.add_argument("--min-score", type=float, help="detector score threshold (default: config, else 0.4)")
+    g.add_argument("--roll", type=_roll, help="degrees the scene leans clockwise on screen, searched turned level "
+                                              "(default: config's camera.roll_degrees, else 0)")
     g.add_argument("--width-min", type=float, default=Targets.width_min, help="smallest good plate width, px")
     g.add_argument("--width-max", type=float, default=Targets.width_max, help="largest good plate width, px")
     g.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S,

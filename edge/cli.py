@@ -50,6 +50,17 @@ def _plate_json(det, read) -> dict:
     }
 
 
+def _roll_degrees(value: str) -> float:
+    """--roll: a number of degrees within the range camera.roll_degrees allows."""
+    try:
+        roll = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of degrees: {value!r}") from None
+    if not -45.0 <= roll <= 45.0:
+        raise argparse.ArgumentTypeError(f"{value} is outside -45..45 degrees")
+    return roll
+
+
 def cmd_read(args) -> int:
     import cv2
 
@@ -72,7 +83,7 @@ def cmd_read(args) -> int:
             continue
         t0 = time.perf_counter()
         plates = []
-        for det in detector.detect(image):
+        for det in detector.detect(image, roll=args.roll):
             if det.score < args.min_score:
                 continue
             read = recognizer.read(image, det.corners)
@@ -110,7 +121,7 @@ def cmd_replay(args) -> int:
 
         cfg = load_config(args.config)
         kwargs = dict(tracking=cfg.tracking, motion=cfg.motion, roi=cfg.camera.roi,
-                      min_score=cfg.detection.min_score, min_plate_width=cfg.detection.min_plate_width)
+                      roll=cfg.camera.roll_degrees, min_score=cfg.detection.min_score, min_plate_width=cfg.detection.min_plate_width)
         files = dict(detector=cfg.models.detector, recognizer=cfg.models.recognizer,
                      verifier=cfg.models.verifier, verify_below=cfg.detection.verify_below,
                      corner_refiner=cfg.models.corner_refiner)
@@ -188,6 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=models_default, help="folder with detector.onnx, plate_verifier.onnx, corner_refiner.onnx and recognizer.onnx")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (0 = all)")
     p.add_argument("--min-score", type=float, default=0.4, help="detector score threshold")
+    p.add_argument("--roll", type=_roll_degrees, default=0.0,
+                   help="degrees the scene leans clockwise on screen (camera.roll_degrees): searched turned level")
     p.set_defaults(func=cmd_read)
 
     p = sub.add_parser("replay", help="run a video through the full pipeline as fast as possible")

@@ -66,6 +66,10 @@ class CameraConfig(Section):
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="Backoff for reopening a dropped stream.")
     roi: list[tuple[float, float]] | None = Field(None, description=(
         "Region of interest as a polygon of at least 3 [x, y] points in frame pixels; plates outside are ignored."))
+    roll_degrees: float = Field(0.0, ge=-45, le=45, description=(
+        "How far the scene leans on screen, clockwise positive: the 'plate lean' that `anpr-edge camera aim` "
+        "prints. Each frame is searched turned back level by this much, so a camera mounted with a roll reads "
+        "as well as a level one (0 = the camera is level)."))
 
     @field_validator("source")
     @classmethod

@@ -94,7 +94,7 @@ class Daemon:
                                                cfg.detection.verify_below, cfg.models.corner_refiner)
             pipeline = build_pipeline(
                 detector, recognizer, tracking=cfg.tracking, motion=cfg.motion, roi=cfg.camera.roi,
-                min_score=cfg.detection.min_score, min_plate_width=cfg.detection.min_plate_width,
+                roll=cfg.camera.roll_degrees, min_score=cfg.detection.min_score, min_plate_width=cfg.detection.min_plate_width,
                 keep_frames=cfg.evidence.mode in ("frame", "both"),
             )
             store = ListStore.from_config(cfg.lists)

@@ -30,11 +30,11 @@ def load_models(models_dir: Path, detector: str = "detector.onnx", recognizer: s
 
 def build_pipeline(detector: PlateDetector, recognizer: PlateRecognizer, *,
                    tracking: TrackerConfig | None = None, motion: MotionConfig | None = None,
-                   roi: Sequence[Point] | None = None, min_score: float = 0.4, min_plate_width: float = 0,
-                   keep_frames: bool = False) -> Pipeline:
+                   roi: Sequence[Point] | None = None, roll: float = 0.0, min_score: float = 0.4,
+                   min_plate_width: float = 0, keep_frames: bool = False) -> Pipeline:
     """A fresh pipeline (new tracker state) over already loaded models."""
     return Pipeline(
         detector, recognizer, PassageTracker(tracking or TrackerConfig()),
-        motion=MotionGate(motion or MotionConfig()), roi=roi, min_score=min_score,
+        motion=MotionGate(motion or MotionConfig()), roi=roi, roll=roll, min_score=min_score,
         min_plate_width=min_plate_width, keep_frames=keep_frames,
     )

@@ -21,7 +21,7 @@ _LOG_ERRORS_EVERY_S = 60.0  # a stage failing on every frame must not flood the 
 
 
 class Detector(Protocol):
-    def detect(self, image: np.ndarray, roi: Sequence[Point] | None = None) -> list[Detection]: ...
+    def detect(self, image: np.ndarray, roi: Sequence[Point] | None = None, roll: float = 0.0) -> list[Detection]: ...
 
 
 class Recognizer(Protocol):
@@ -79,13 +79,14 @@ class Pipeline:
     """Turns frames into vehicle passages."""
 
     def __init__(self, detector: Detector, recognizer: Recognizer, tracker: Tracker, *,
-                 motion: Gate | None = None, roi: Sequence[Point] | None = None,
+                 motion: Gate | None = None, roi: Sequence[Point] | None = None, roll: float = 0.0,
                  min_score: float = 0.4, min_plate_width: float = 0, keep_frames: bool = False):
         self.detector = detector
         self.recognizer = recognizer
         self.tracker = tracker
         self.motion = motion
         self.roi = list(roi) if roi else None
+        self.roll = float(roll)  # degrees the scene leans clockwise: the detector searches it turned level
         self.min_score = min_score
         self.min_plate_width = min_plate_width
         self.keep_frames = keep_frames  # keep the full frame with an observation (evidence mode 'frame')
@@ -136,7 +137,7 @@ class Pipeline:
 
     def _observe(self, frame: Frame) -> list[Observation]:
         t0 = time.perf_counter()
-        found = self.detector.detect(frame.image, roi=self.roi)
+        found = self.detector.detect(frame.image, roi=self.roi, roll=self.roll)
         detections = [d for d in found if d.score >= self.min_score and (d.box[2] - d.box[0]) >= self.min_plate_width]
         t1 = time.perf_counter()
         self.stats.detect_ms += (t1 - t0) * 1000

@@ -118,8 +118,8 @@ def box_corners(b):
     return [(x1, y1), (x2, y1), (x2, y2), (x1, y2)]
 
 
-def run_det(det, img):
-    return [(d.score, d.box, d.corners) for d in det.detect(img)]
+def run_det(det, img, roll: float = 0.0):
+    return [(d.score, d.box, d.corners) for d in det.detect(img, roll=roll)]
 
 
 def turn_quad(q: np.ndarray, degrees: float) -> np.ndarray:
@@ -225,6 +225,9 @@ def main(argv=None) -> int:
     ap.add_argument("--roll", type=float, default=0.0,
                     help="also score <set>_rollR: each real val frame turned by +-ROLL degrees (a rolled camera), "
                          "the label boxes' corners turned with it as the corner truth")
+    ap.add_argument("--level-roll", action="store_true",
+                    help="with --roll: the detector is told each frame's roll (camera.roll_degrees, as `anpr-edge "
+                         "camera aim` measures it) and searches the frame turned level")
     ap.add_argument("--lean-from-pixels", action="store_true",
                     help="the refiner's level turn takes its angle from the pixels (edge.plate_lean), not the quad")
     ap.add_argument("--pixel-lean-min-width", type=float, default=0.0,
@@ -267,10 +270,10 @@ def main(argv=None) -> int:
         if args.roll:
             t = Tally()
             for i, s in enumerate(val):
+                degrees = args.roll if i % 2 == 0 else -args.roll
                 img, gts, ign = rolled(cv2.imread(str(s.image), cv2.IMREAD_COLOR), s.boxes,
-                                       ignore.get(name, {}).get(f"images/{s.image.name}", []),
-                                       args.roll if i % 2 == 0 else -args.roll)
-                t.add(run_det(det, img), gts, ign, key=s.image.name)
+                                       ignore.get(name, {}).get(f"images/{s.image.name}", []), degrees)
+                t.add(run_det(det, img, degrees if args.level_roll else 0.0), gts, ign, key=s.image.name)
             tallies[f"{name}_roll{args.roll:g}"] = t
     if not args.no_synth and args.split == "val":
         t = nl_synth(det, args.limit or 10_000, seed=1234, ignore=ignore)

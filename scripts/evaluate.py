@@ -304,7 +304,7 @@ def evaluate_stills(stills: Iterable[Still], pipeline, side: str = "val") -> Set
     t0 = time.perf_counter()
     for s in stills:
         img = read_image(s.image)
-        dets = [d for d in pipeline.detector.detect(img, roi=pipeline.roi)
+        dets = [d for d in pipeline.detector.detect(img, roi=pipeline.roi, roll=pipeline.roll)
                 if d.score >= pipeline.min_score and d.box[2] - d.box[0] >= pipeline.min_plate_width]
         reads = []
         for d in dets:

@@ -115,8 +115,13 @@ def test_advice_names_the_figure_and_the_fix():
     assert advise(150, 200, 120, ok, 10, 9, 0, t) == ["all figures in range"]
     assert advise(150, 200, 120, ok, 0, 0, 0, t, tilt=-3.0) == ["all figures in range"]
     assert advise(150, 200, 120, ok, 0, 0, 0, t, tilt=-11.4) == [
-        "plates lean 11 degrees anticlockwise on screen (want at most 8): level the camera's roll, "
-        "or look at the lane less from the side"]
+        "plates lean 11 degrees anticlockwise on screen (want at most 8 left over): set camera.roll_degrees: -11 "
+        "so frames are searched turned level, or level the camera's roll"]
+    # the unit already undoes the roll: only what is left over counts
+    assert advise(150, 200, 120, ok, 0, 0, 0, t, tilt=-11.4, roll=-12) == ["all figures in range"]
+    assert advise(150, 200, 120, ok, 0, 0, 0, t, tilt=13.0, roll=-12)[0].startswith(
+        "plates lean 13 degrees clockwise on screen, camera.roll_degrees undoes -12 (want at most 8 left over): "
+        "set camera.roll_degrees: 13")
 
 
 def test_bad_invocations_are_named(tmp_path):
@@ -253,18 +258,36 @@ def test_aim_reports_how_far_plates_lean_and_advises_levelling(tmp_path, video):
             break
         writer.write(cv2.warpAffine(img, turn, (960, 540), borderMode=cv2.BORDER_REPLICATE))
     writer.release()
+    import yaml
+
+
+    data = yaml.safe_load((ROOT / "config" / "edge.example.yaml").read_text())
+    data["camera"]["source"] = f"file:{rolled}"
+    data["camera"]["roll_degrees"] = 12
+    data["models"]["dir"] = str(MODELS)
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text(yaml.safe_dump(data))
     reports = {}
-    for name, path in (("level", video), ("rolled", rolled)):
-        r = run_camera("aim", "--source", f"file:{path}", "--frames", "12", "--once", "--json")
+    for name, path, extra in (("level", video, ()), ("rolled", rolled, ()), ("told", rolled, ("--roll", "12")),
+                              ("configured", rolled, ("--config", str(cfg)))):
+        r = run_camera("aim", "--source", f"file:{path}", "--frames", "12", "--once", "--json", *extra)
         assert r.returncode == 0, r.stderr
         reports[name] = json.loads(r.stdout.splitlines()[-1])
-    level, rolled_rep = reports["level"], reports["rolled"]
+    level, rolled_rep, told = reports["level"], reports["rolled"], reports["told"]
     assert abs(level["tilt_deg"]) < 3, level["tilt_deg"]
     assert not any("lean" in a for a in level["advice"])
     assert rolled_rep["plates"] >= 0.7 * level["plates"]
     assert 8 < rolled_rep["tilt_deg"] < 16, rolled_rep["tilt_deg"]
-    assert any(a.startswith("plates lean") and "clockwise" in a and "level the camera" in a
-               for a in rolled_rep["advice"]), rolled_rep["advice"]
+    assert any(a.startswith("plates lean") and "clockwise" in a and "set camera.roll_degrees: 1" in a
+               and "level the camera" in a for a in rolled_rep["advice"]), rolled_rep["advice"]
+    # told the roll (as camera.roll_degrees would), the same frames are searched turned level: the
+    # plates still lean on screen, but nothing is left over to advise about
+    assert told["roll_deg"] == 12.0 and level["roll_deg"] == 0.0
+    assert 8 < told["tilt_deg"] < 16, told["tilt_deg"]
+    assert told["plates"] >= rolled_rep["plates"] and told["plates"] >= 0.85 * level["plates"], (told, level)
+    assert not any("lean" in a for a in told["advice"]), told["advice"]
+    same = ("plates", "plates_ignored", "width_px", "tilt_deg", "roll_deg")
+    assert {k: reports["configured"][k] for k in same} == {k: told[k] for k in same}, "camera.roll_degrees = --roll"
 
 
 @needs_models

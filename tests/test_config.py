@@ -134,6 +134,15 @@ def test_bad_roi_polygon(example):
     assert "camera.roi: a region of interest needs at least 3 points" in errors_of(example)
 
 
+def test_roll_degrees_is_a_bounded_number_of_degrees(example):
+    example["camera"]["roll_degrees"] = 60
+    assert "camera.roll_degrees" in errors_of(example) and "45" in errors_of(example)
+    example["camera"]["roll_degrees"] = "level"
+    assert "camera.roll_degrees" in errors_of(example)
+    example["camera"]["roll_degrees"] = -7.5
+    assert parse_config(example, "edge.yaml").camera.roll_degrees == -7.5
+
+
 def test_bad_id_characters(example):
     example["device"]["id"] = "unit 1/evil"
     assert "device.id:" in errors_of(example)

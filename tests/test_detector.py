@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.detector import PlateDetector
+from edge.detector import PlateDetector, shrink
 from edge.modelcontract import ModelContractError
 from edge.types import Detection
 
@@ -111,17 +111,92 @@ def test_roi_limits_the_search_and_keeps_original_coordinates(detector, shared_d
     assert _found(detector.detect(img, roi=away), b, 0.1) is None, "plate outside the region of interest reported"
 
 
+def _turned(img: np.ndarray, boxes, degrees: float):
+    """The frame as a camera rolled `degrees` clockwise sees it (same size), and each labelled box's
+    corners turned with it."""
+    h, w = img.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), -degrees, 1.0)  # cv2 turns anticlockwise for positive angles
+    quads = [np.array([[b[0], b[1]], [b[2], b[1]], [b[2], b[3]], [b[0], b[3]]]) @ m[:, :2].T + m[:, 2] for b in boxes]
+    return cv2.warpAffine(img, m, (w, h), borderMode=cv2.BORDER_REPLICATE), quads
+
+
+def test_a_rolled_camera_told_its_roll_finds_its_plates_and_their_turned_corners(detector, shared_data):
+    """camera.roll_degrees: a frame whose scene leans 12 degrees is searched turned level, and the
+    corners come back in the rolled frame's pixels, turned with the plate (so the recognizer's crop is level)."""
+    frames = _val_frames(shared_data, "ro_dashcam", min_width=50)[:40]
+    found = {"plain": 0, "told": 0}
+    errs: dict[str, list] = {"plain": [], "told": []}
+    total = 0
+    for i, (path, boxes) in enumerate(frames):
+        degrees = 12.0 if i % 2 == 0 else -12.0
+        img, quads = _turned(cv2.imread(str(path)), boxes, degrees)
+        dets = {"plain": detector.detect(img), "told": detector.detect(img, roll=degrees)}
+        for q in quads:
+            qbox = (*q.min(0), *q.max(0))
+            if not (0 <= qbox[0] and qbox[2] <= img.shape[1] and 0 <= qbox[1] and qbox[3] <= img.shape[0]):
+                continue  # turned partly out of the frame
+            total += 1
+            for name, ds in dets.items():
+                d = _found([d for d in ds if d.score >= 0.4], qbox)
+                if d is not None:
+                    found[name] += 1
+                    errs[name].append(np.linalg.norm(np.asarray(d.corners) - q, axis=1).mean()
+                                      / np.linalg.norm(q[1] - q[0]))
+    assert total >= 30
+    assert found["told"] >= 0.9 * total and found["told"] >= found["plain"], (found, total)
+    told, plain = np.median(errs["told"]), np.median(errs["plain"])
+    # told its roll the detector sees upright plates, as it was trained: its corners turn all the way
+    # with the plate (searching the rolled frame as it is, the corners turn only part of the way)
+    assert told < 0.08 and told < 0.8 * plain, (told, plain)
+
+
+def test_levelled_input_maps_back_to_frame_pixels(detector, shared_data):
+    """The levelled input at a negligible roll is the letterboxed frame, and its back map is the
+    letterbox's scale; at 12 degrees a frame point goes to the input and comes back to itself."""
+    img = cv2.imread(str(_val_frames(shared_data, "ro_dashcam", 0)[0][0]))
+    x, k = detector.letterbox(img)
+    xl, back = detector.levelled_input(img, 1e-9)
+    assert xl.shape == x.shape and np.abs(xl - x).max() < 0.05
+    assert np.allclose(back, [[1 / k, 0, 0], [0, 1 / k, 0]], atol=1e-6)
+    xl, back = detector.levelled_input(img, 12.0)
+    h, w = img.shape[:2]
+    assert xl.shape == x.shape, "the turned frame keeps the scale and size of the level one"
+    # the frame's centre stays the centre of the input's picture area
+    centre = back[:, :2] @ np.array([w * k / 2, h * k / 2]) + back[:, 2]
+    assert np.allclose(centre, [w / 2, h / 2], atol=1.0)
+    # a point right of the centre of a scene leaning clockwise sits lower in the frame: level again, it
+    # is level with the centre
+    a = np.deg2rad(12.0)
+    right = np.array([w / 2 + 100 * np.cos(a), h / 2 + 100 * np.sin(a)])
+    inp = np.linalg.solve(back[:, :2], right - back[:, 2])
+    assert abs(inp[1] - h * k / 2) < 0.5 and inp[0] > w * k / 2
+
+
+def test_bad_roll_is_named(detector):
+    img = np.full((120, 160, 3), 120, np.uint8)
+    for bad in (90, float("nan"), "level"):
+        with pytest.raises(ValueError, match="roll"):
+            detector.detect(img, roll=bad)
+
+
 def test_model_input_is_the_contracts_normalisation_of_the_letterboxed_frame(detector, shared_data):
     """letterbox() scales channels itself (fast path); it must equal the plain formula from the
     model's metadata: RGB order, (pixel - mean) / std, padded with pad_value to a multiple."""
     frame = cv2.imread(str(_val_frames(shared_data, "ro_dashcam", 0)[0][0]))
-    for w, h in ((640, 480), (333, 251)):
-        img = cv2.resize(frame, (w, h))
+    for w, h in ((640, 480), (333, 251), (1280, 720), (1920, 1080)):
+        img = cv2.resize(frame, (w, h), interpolation=cv2.INTER_CUBIC)
         x, k = detector.letterbox(img)
         nw, nh = round(w * k), round(h * k)
         m = detector.multiple
         assert x.shape == (1, 3, -(-nh // m) * m, -(-nw // m) * m) and x.dtype == np.float32
-        small = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if k < 0.5 else cv2.INTER_LINEAR)
+        small = shrink(img, nw, nh)
+        if k >= 0.5:
+            assert np.array_equal(small, cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR))
+        else:  # area averaging, as the training frames were; HD frames halved first, to within a grey level
+            area = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+            assert np.abs(small.astype(np.float64) - area).mean() < 1.0
+            if k > 0.25:
+                assert np.array_equal(small, area)
         canvas = np.full((x.shape[2], x.shape[3], 3), detector.pad_value, np.uint8)
         canvas[:nh, :nw] = small
         c = detector.contract

@@ -32,7 +32,7 @@ def test_peak_cells_decode_to_the_plate_corners_the_way_the_unit_decodes_them():
     assert reg.shape == (N_REG, 320 // STRIDE, 320 // STRIDE)
     det = PlateDetector(MODELS / "detector.onnx", score_threshold=0.99)
     assert det.stride == STRIDE
-    found = det._decode(heat[0], reg, 1.0)
+    found = det._decode(heat[0], reg)
     assert len(found) == 2
     got = sorted((q for _, q in found), key=lambda q: q[0, 0])
     for want, q in zip(truth, got):

@@ -494,7 +494,7 @@ class _Detector:
     def __init__(self, boxes):
         self.boxes = boxes
 
-    def detect(self, image, roi=None):
+    def detect(self, image, roi=None, roll=0.0):
         if image.shape[0] < 10:
             raise RuntimeError("corrupt frame")
         return [detection(*b) for b in self.boxes]
