@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mine-seed", type=int, default=1)
     ap.add_argument("--mine-rolled", type=int, default=0,
                     help="mining: turned copies per real frame (a rolled camera; pv-0.4 was mined without)")
+    ap.add_argument("--mine-refiner", type=Path, default=None,
+                    help="mining: crops cut from the corner refiner's boxes (for PlateDetector(refine_first=True))")
     ap.add_argument("--detector", type=Path, default=ROOT / "models" / "detector.onnx", help="mining: the detector")
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--batch", type=int, default=128)
@@ -186,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = mine_verifier_crops.main(["--model", str(args.detector), "--damaged", str(args.mine_damaged),
                                        "--dark-p", str(args.mine_dark_p), "--seed", str(args.mine_seed),
                                        "--scenes", str(args.mine_scenes), "--rolled", str(args.mine_rolled),
+                                       *(["--refiner", str(args.mine_refiner)] if args.mine_refiner else []),
                                        "--out", str(crops_file)])
         if rc:
             return rc

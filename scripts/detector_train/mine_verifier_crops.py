@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="also use each real frame this many times turned (variant 4: a rolled camera, so the "
                          "verifier sees turned plates and the false boxes of turned scenes)")
     ap.add_argument("--roll-max", type=float, default=14.0, help="largest turn of --rolled frames, degrees")
+    ap.add_argument("--refiner", type=Path, default=None,
+                    help="corner refiner ONNX file: crops are cut from the boxes its corners span, as a unit "
+                         "serving PlateDetector(refine_first=True) shows them to the verifier")
     ap.add_argument("--limit", type=int, default=0, help="at most this many frames per set (0 = all)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=ROOT / "work_data" / "verifier" / "crops.npz")
@@ -159,7 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "scripts"))
     from platesynth import render_plate
 
-    det = PlateDetector(args.model, threads=1, score_threshold=args.score)
+    refiner = None
+    if args.refiner:
+        from edge.corner_refiner import CornerRefiner
+
+        refiner = CornerRefiner(args.refiner, threads=1)
+    det = PlateDetector(args.model, threads=1, score_threshold=args.score, refiner=refiner)
     ignore = json.loads(TRAIN_IGNORE.read_text())["sets"]
     painter = TextPainter()
     rng = np.random.default_rng(args.seed)
