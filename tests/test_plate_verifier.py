@@ -19,6 +19,7 @@ from conftest import MODELS, box_iou, detect_val_frames
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from detector_train import mine_verifier_crops  # noqa: E402
+from detector_train.sets import SETS, load_set  # noqa: E402
 
 VERIFIER = MODELS / "plate_verifier.onnx"
 
@@ -169,3 +170,22 @@ def test_mining_with_turned_frames_labels_the_turned_plates(shared_data, tmp_pat
     # plates are found and labelled as plates in the turned frames as in the upright ones
     assert (d["label"][turned] == 1).sum() >= 0.5 * (d["label"][d["variant"] == 0] == 1).sum() > 0
     assert d["crops"].shape[0] == len(d["label"])
+
+
+def test_mining_from_refined_boxes_cuts_the_refiners_boxes(shared_data, tmp_path):
+    """mine_verifier_crops --refiner: each crop is cut around the box the corner refiner's corners span
+    (what PlateDetector(refine_first=True) shows the verifier), so the recorded widths are those boxes'."""
+    args = ["--data", str(shared_data / "detect"), "--limit", "3", "--no-synth", "--seed", "3"]
+    plain, refined = tmp_path / "plain.npz", tmp_path / "refined.npz"
+    assert mine_verifier_crops.main([*args, "--out", str(plain)]) == 0
+    assert mine_verifier_crops.main([*args, "--refiner", str(MODELS / "corner_refiner.onnx"), "--out", str(refined)]) == 0
+    p, r = np.load(plain), np.load(refined)
+    assert (r["label"] == 1).sum() > 0 and len(r["label"]) == r["crops"].shape[0]
+    # the detector's own boxes, refined: the same detections, other widths
+    refiner = CornerRefiner(MODELS / "corner_refiner.onnx", threads=1)
+    det = PlateDetector(MODELS / "detector.onnx", threads=1, score_threshold=0.15, refiner=refiner)
+    frames = [s for s in load_set("uc3m", shared_data / "detect") if s.split == "train"][:3]
+    widths = [d.box[2] - d.box[0] for s in frames for d in det.detect(cv2.imread(str(s.image)))]
+    uc3m = r["width"][r["set"] == SETS.index("uc3m")]
+    assert len(uc3m) > 0 and all(np.isclose(widths, w, atol=1e-3).any() for w in uc3m), "a crop not of a refined box"
+    assert not np.array_equal(np.sort(p["width"]), np.sort(r["width"]))
