@@ -150,6 +150,21 @@ def test_a_rolled_camera_told_its_roll_finds_its_plates_and_their_turned_corners
     assert told < 0.08 and told < 0.8 * plain, (told, plain)
 
 
+def test_roll_and_roi_together_keep_frame_pixels(detector, shared_data):
+    """A region of interest on a rolled camera: the region's crop is turned level, and the plate inside
+    comes back in the full frame's pixels, where the same roll finds it without the region."""
+    path, boxes = _val_frames(shared_data, "ro_dashcam", min_width=70)[0]
+    img, quads = _turned(cv2.imread(str(path)), boxes, 10.0)
+    q = quads[0]
+    qbox = (*q.min(0), *q.max(0))
+    m = 80
+    region = [(qbox[0] - m, qbox[1] - m), (qbox[2] + m, qbox[1] - m), (qbox[2] + m, qbox[3] + m), (qbox[0] - m, qbox[3] + m)]
+    full = _found(detector.detect(img, roll=10.0), qbox)
+    inside = _found(detector.detect(img, roi=region, roll=10.0), qbox)
+    assert full is not None and inside is not None
+    assert np.abs(np.asarray(inside.corners) - np.asarray(full.corners)).max() < 0.15 * (qbox[2] - qbox[0])
+
+
 def test_levelled_input_maps_back_to_frame_pixels(detector, shared_data):
     """The levelled input at a negligible roll is the letterboxed frame, and its back map is the
     letterbox's scale; at 12 degrees a frame point goes to the input and comes back to itself."""
