@@ -86,10 +86,11 @@ def test_output_scales_with_frame_size(detector, shared_data):
 def test_odd_frame_shapes_run(detector, shared_data):
     path, _ = _val_frames(shared_data, "ro_dashcam", min_width=50)[0]
     img = cv2.imread(str(path))
-    for shape in ((37, 1000), (777, 333), (8, 8), (1080, 1920)):
+    for shape in ((37, 1000), (777, 333), (8, 8), (1080, 1920), (2160, 3840)):
         frame = cv2.resize(img, (shape[1], shape[0]))
-        for d in detector.detect(frame):
-            assert d.box[2] <= shape[1] and d.box[3] <= shape[0]
+        for roll in (0.0, -7.5, 45.0):
+            for d in detector.detect(frame, roll=roll):
+                assert 0 <= d.box[0] < d.box[2] <= shape[1] and 0 <= d.box[1] < d.box[3] <= shape[0]
 
 
 def test_roi_limits_the_search_and_keeps_original_coordinates(detector, shared_data):
