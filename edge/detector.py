@@ -111,7 +111,7 @@ class PlateDetector:
             cv2.fillPoly(mask, [np.round(poly - (x1, y1)).astype(np.int32)], 255)
             image[mask == 0] = self.pad_value
         if roll:
-            x, back = self.levelled_input(image, roll)
+            x, back = self.levelled_input(image, roll, None if poly is None else poly - (ox, oy))
         else:
             x, k = self.letterbox(image)
             back = np.array([[1.0 / k, 0.0, 0.0], [0.0, 1.0 / k, 0.0]])
@@ -170,23 +170,34 @@ class PlateDetector:
         canvas = cv2.copyMakeBorder(small, 0, ph - nh, 0, pw - nw, cv2.BORDER_CONSTANT, value=(self.pad_value,) * 3)
         return self._tensor(canvas), k
 
-    def levelled_input(self, image: np.ndarray, roll: float) -> tuple[np.ndarray, np.ndarray]:
+    def levelled_input(self, image: np.ndarray, roll: float,
+                       region: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The model input for a BGR image whose scene leans `roll` degrees clockwise, and the 2 x 3
-        affine map from input pixels back to image pixels. The image is turned level about its centre
-        within its own size, then scaled and padded as `letterbox` does: plates keep the scale an
-        unrolled search gives them (small plates are what a larger canvas would cost), and the frame's
-        corners that turn out of the window (about 12 % of a 16:9 frame at 12 degrees) are not searched."""
+        affine map from input pixels back to image pixels. The image is turned level about its centre,
+        then scaled and padded as `letterbox` does. Without a region the window is the image's own size:
+        plates keep the scale an unrolled search gives them (small plates are what a larger canvas would
+        cost), and the frame's corners that turn out of the window (about 12 % of a 16:9 frame at 12
+        degrees) are not searched. With a region (the ROI polygon, in image pixels) the window is the
+        region's bounding box once turned level, so all of it is searched, and a lane that leans with the
+        camera gets a tighter window (a larger scale) than its leaning bounding box."""
         h, w = image.shape[:2]
-        k = min(self.long_side / max(h, w), self.max_upscale)
-        nw, nh = max(int(round(w * k)), 1), max(int(round(h * k)), 1)
+        turn = np.vstack([cv2.getRotationMatrix2D((w / 2, h / 2), roll, 1.0), [0.0, 0.0, 1.0]])
+        if region is None:
+            lo, span = np.zeros(2), np.array([w, h], np.float64)
+        else:
+            pts = np.clip(np.asarray(region, np.float64), 0, (w, h)) @ turn[:2, :2].T + turn[:2, 2]
+            lo, span = pts.min(0), np.maximum(pts.max(0) - pts.min(0), 1.0)
+        k = min(self.long_side / span.max(), self.max_upscale)
+        nw, nh = max(int(round(span[0] * k)), 1), max(int(round(span[1] * k)), 1)
         m = self.multiple
         pw, ph = -(-nw // m) * m, -(-nh // m) * m
-        turn = np.vstack([cv2.getRotationMatrix2D((w / 2, h / 2), roll, 1.0), [0.0, 0.0, 1.0]])
-        forward = np.diag([nw / w, nh / h, 1.0]) @ turn  # image pixels -> input pixels
+        sx, sy = nw / span[0], nh / span[1]
+        forward = np.array([[sx, 0, -sx * lo[0]], [0, sy, -sy * lo[1]], [0, 0, 1]]) @ turn  # image -> input px
         src, warp = image, forward
         if k < 0.5:  # shrink first, as letterbox does, so the turn does not alias
-            src = shrink(image, nw, nh)
-            warp = forward @ np.diag([w / nw, h / nh, 1.0])
+            sw, sh = max(int(round(w * k)), 1), max(int(round(h * k)), 1)
+            src = shrink(image, sw, sh)
+            warp = forward @ np.diag([w / sw, h / sh, 1.0])
         pad = (self.pad_value,) * 3
         level = cv2.warpAffine(src, warp[:2], (nw, nh), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=pad)

@@ -166,6 +166,24 @@ def test_roll_and_roi_together_keep_frame_pixels(detector, shared_data):
     assert np.abs(np.asarray(inside.corners) - np.asarray(full.corners)).max() < 0.15 * (qbox[2] - qbox[0])
 
 
+def test_a_tight_roi_on_a_rolled_camera_is_searched_to_its_corners(detector, shared_data):
+    """With a region of interest the levelled window is the region turned level, so a plate sitting in
+    a corner of a tight rectangular ROI is still searched (turning the ROI's bounding rectangle within
+    its own size would turn its corners out of view: 17 of these 20 found that way)."""
+    frames = _val_frames(shared_data, "ro_dashcam", min_width=60)[:20]
+    found = 0
+    for i, (path, boxes) in enumerate(frames):
+        img, quads = _turned(cv2.imread(str(path)), boxes, 12.0)
+        q = quads[0]
+        qb = (*q.min(0), *q.max(0))
+        rw, rh = 2.2 * (qb[2] - qb[0]), 3.5 * (qb[3] - qb[1])  # the plate in corner i % 4 of the ROI
+        x0 = qb[0] - 2 if i % 4 in (0, 3) else qb[2] + 2 - rw
+        y0 = qb[1] - 2 if i % 4 in (0, 1) else qb[3] + 2 - rh
+        roi = [(x0, y0), (x0 + rw, y0), (x0 + rw, y0 + rh), (x0, y0 + rh)]
+        found += _found([d for d in detector.detect(img, roi=roi, roll=12.0) if d.score >= 0.4], qb) is not None
+    assert found >= 18, f"{found} of {len(frames)} plates in the corners of a tight ROI found"
+
+
 def test_levelled_input_maps_back_to_frame_pixels(detector, shared_data):
     """The levelled input at a negligible roll is the letterboxed frame, and its back map is the
     letterbox's scale; at 12 degrees a frame point goes to the input and comes back to itself."""
