@@ -251,3 +251,26 @@ def test_an_audit_file_that_cannot_be_written_is_logged_not_fatal(tmp_path, capl
     (tmp_path / "state" / "audit.jsonl").mkdir()  # now every append fails with an OSError
     _record(audit, "start", software="test")
     assert "audit entry 'start' not written" in caplog.text
+
+
+def test_the_cameras_roll_reaches_the_running_pipeline(unit, broker):
+    """camera.roll_degrees is what the daemon's detector searches with (frames turned level)."""
+    import threading
+
+    from edge.config import load_config
+    from edge.daemon import Daemon
+
+    unit.publish(unit.build_lists(DEMO / "demo_list.csv"))
+    path = unit.write_config(camera={"loop": True, "fps": 25, "roll_degrees": -7.5})
+    daemon = Daemon(load_config(path), path)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not unit.status().get("frames", 0) > 10:
+            assert thread.is_alive() and time.monotonic() < deadline
+            time.sleep(0.2)
+        assert daemon.pipeline.roll == -7.5
+    finally:
+        daemon.request_stop()
+        thread.join(30)
