@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from edge.paths import default_models_dir
-from edge.plate_lean import lean_degrees
+from edge.plate_lean import lean_degrees, roll_argument
 from edge.sources import DEFAULT_READ_TIMEOUT_S, FrameSource, SourceError, make_source
 from edge.types import Detection, Frame, Observation, Passage, PlateRead, Point
 
@@ -652,16 +652,6 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _roll(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid float value: {text!r}") from None
-    if not -45 <= value <= 45:  # also NaN
-        raise argparse.ArgumentTypeError(f"must be within -45..45 degrees, got {text}")
-    return value
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("where frames and models come from (a config file, or flags)")
     g.add_argument("--config", help="unit config (camera source, ROI, models, thresholds)")
@@ -670,7 +660,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--models", help="folder with detector.onnx and recognizer.onnx (default: config or bundled)")
     g.add_argument("--threads", type=int, help="onnxruntime threads per model (default: config, else 1)")
     g.add_argument("--min-score", type=float, help="detector score threshold (default: config, else 0.4)")
-    g.add_argument("--roll", type=_roll, help="degrees the scene leans clockwise on screen, searched turned level "
+    g.add_argument("--roll", type=roll_argument, help="degrees the scene leans clockwise on screen, searched turned level "
                                               "(default: config's camera.roll_degrees, else 0)")
     g.add_argument("--width-min", type=float, default=Targets.width_min, help="smallest good plate width, px")
     g.add_argument("--width-max", type=float, default=Targets.width_max, help="largest good plate width, px")

@@ -50,17 +50,6 @@ def _plate_json(det, read) -> dict:
     }
 
 
-def _roll_degrees(value: str) -> float:
-    """--roll: a number of degrees within the range camera.roll_degrees allows."""
-    try:
-        roll = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of degrees: {value!r}") from None
-    if not -45.0 <= roll <= 45.0:
-        raise argparse.ArgumentTypeError(f"{value} is outside -45..45 degrees")
-    return roll
-
-
 def cmd_read(args) -> int:
     import cv2
 
@@ -176,6 +165,8 @@ def cmd_run(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from edge.plate_lean import roll_argument  # cv2 is loaded with the camera commands' module anyway
+
     parser = argparse.ArgumentParser(prog="anpr-edge", description="Roadside ANPR unit that reports only list hits.")
     parser.add_argument("--version", action="version", version=f"anpr-edge {__version__}")
     parser.add_argument("--log-level", default="WARNING", help="log level for tools (the daemon uses its config)")
@@ -199,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=models_default, help="folder with detector.onnx, plate_verifier.onnx, corner_refiner.onnx and recognizer.onnx")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (0 = all)")
     p.add_argument("--min-score", type=float, default=0.4, help="detector score threshold")
-    p.add_argument("--roll", type=_roll_degrees, default=0.0,
+    p.add_argument("--roll", type=roll_argument, default=0.0,
                    help="degrees the scene leans clockwise on screen (camera.roll_degrees): searched turned level")
     p.set_defaults(func=cmd_read)
 

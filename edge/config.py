@@ -24,6 +24,7 @@ from edge.hits import EvidenceConfig
 from edge.lists.config import ListsConfig
 from edge.motion import MotionConfig
 from edge.outbox import OutboxConfig
+from edge.plate_lean import MAX_ROLL_DEGREES
 from edge.publisher import MqttConfig
 from edge.tracker import TrackerConfig
 
@@ -66,7 +67,7 @@ class CameraConfig(Section):
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="Backoff for reopening a dropped stream.")
     roi: list[tuple[float, float]] | None = Field(None, description=(
         "Region of interest as a polygon of at least 3 [x, y] points in frame pixels; plates outside are ignored."))
-    roll_degrees: float = Field(0.0, ge=-45, le=45, description=(
+    roll_degrees: float = Field(0.0, ge=-MAX_ROLL_DEGREES, le=MAX_ROLL_DEGREES, description=(
         "How far the scene leans on screen, clockwise positive: the 'plate lean' that `anpr-edge camera aim` "
         "prints. Each frame is searched turned back level by this much, so a camera mounted with a roll reads "
         "as well as a level one (0 = the camera is level)."))

@@ -34,6 +34,7 @@ import numpy as np
 
 from edge.corner_refiner import CornerRefiner, plausible
 from edge.modelcontract import ModelContract, ModelContractError, make_session
+from edge.plate_lean import check_roll
 from edge.plate_verifier import PlateVerifier
 from edge.types import Detection
 
@@ -93,7 +94,7 @@ class PlateDetector:
         """All plates in image (BGR uint8, H x W x 3), best score first, in original-image pixels.
         roll: degrees the scene leans clockwise on screen; the search is done on the frame turned level."""
         _check_image(image)
-        roll = _check_roll(roll)
+        roll = check_roll(roll)
         frame = image
         H, W = image.shape[:2]
         ox, oy = 0, 0
@@ -295,16 +296,6 @@ def _check_image(image) -> None:
         raise ValueError(f"detect() needs a uint8 image, got dtype {image.dtype}")
     if image.shape[0] < 8 or image.shape[1] < 8:
         raise ValueError(f"detect() needs an image of at least 8 x 8 pixels, got {image.shape[1]} x {image.shape[0]}")
-
-
-def _check_roll(roll) -> float:
-    try:
-        roll = float(roll)
-    except (TypeError, ValueError):
-        raise ValueError(f"roll must be a number of degrees, got {roll!r}") from None
-    if not -45.0 <= roll <= 45.0:  # NaN fails too
-        raise ValueError(f"roll must be within -45..45 degrees, got {roll}")
-    return roll
 
 
 def _check_roi(roi: Polygon) -> np.ndarray:

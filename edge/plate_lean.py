@@ -9,6 +9,7 @@ best levels it. Coarse steps first, then fine steps around the best, to keep it 
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 
 import cv2
@@ -17,6 +18,26 @@ import numpy as np
 LEAN_WIDTH = 120  # the region is scaled to this width first
 LEAN_RANGE = 20.0  # degrees either way; a camera rolled further is out of any sensible range
 COARSE_STEP, FINE_STEP = 2.0, 0.5
+MAX_ROLL_DEGREES = 45.0  # camera.roll_degrees / --roll: a camera leaning further is mounted wrong
+
+
+def check_roll(value) -> float:
+    """A camera roll in degrees (camera.roll_degrees, --roll, PlateDetector.detect), checked once here."""
+    try:
+        roll = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"roll must be a number of degrees, got {value!r}") from None
+    if not -MAX_ROLL_DEGREES <= roll <= MAX_ROLL_DEGREES:  # NaN fails too
+        raise ValueError(f"roll must be within -{MAX_ROLL_DEGREES:g}..{MAX_ROLL_DEGREES:g} degrees, got {value}")
+    return roll
+
+
+def roll_argument(text: str) -> float:
+    """argparse type of the --roll options: check_roll, its message shown as the option's error."""
+    try:
+        return check_roll(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def lean_degrees(image: np.ndarray, box: Sequence[float]) -> float:
