@@ -100,7 +100,7 @@ def _passage_json(p) -> dict:
 
 
 def cmd_replay(args) -> int:
-    from edge.factory import build_pipeline, load_models
+    from edge.factory import build_pipeline, load_models, pipeline_settings
     from edge.sources import iterate, source_for_path
 
     kwargs, files = {}, {}
@@ -109,8 +109,7 @@ def cmd_replay(args) -> int:
         from edge.config import load_config
 
         cfg = load_config(args.config)
-        kwargs = dict(tracking=cfg.tracking, motion=cfg.motion, roi=cfg.camera.roi,
-                      roll=cfg.camera.roll_degrees, min_score=cfg.detection.min_score, min_plate_width=cfg.detection.min_plate_width)
+        kwargs = pipeline_settings(cfg)
         files = dict(detector=cfg.models.detector, recognizer=cfg.models.recognizer,
                      verifier=cfg.models.verifier, verify_below=cfg.detection.verify_below,
                      corner_refiner=cfg.models.corner_refiner)

@@ -23,7 +23,7 @@ from edge.capture import Capture
 from edge.config import ConfigError, EdgeConfig, load_config
 from edge.credentials import mask_credentials
 from edge.dispatch import HitDispatcher
-from edge.factory import build_pipeline, load_models
+from edge.factory import build_pipeline, load_models, pipeline_settings
 from edge.hits import HitIdentity, Site
 from edge.lists.keys import KeyFileError
 from edge.lists.matcher import ListMatcher
@@ -92,11 +92,8 @@ class Daemon:
             detector, recognizer = load_models(cfg.models.dir, cfg.models.detector, cfg.models.recognizer,
                                                cfg.models.threads, cfg.models.verifier,
                                                cfg.detection.verify_below, cfg.models.corner_refiner)
-            pipeline = build_pipeline(
-                detector, recognizer, tracking=cfg.tracking, motion=cfg.motion, roi=cfg.camera.roi,
-                roll=cfg.camera.roll_degrees, min_score=cfg.detection.min_score, min_plate_width=cfg.detection.min_plate_width,
-                keep_frames=cfg.evidence.mode in ("frame", "both"),
-            )
+            pipeline = build_pipeline(detector, recognizer, **pipeline_settings(cfg),
+                                      keep_frames=cfg.evidence.mode in ("frame", "both"))
             store = ListStore.from_config(cfg.lists)
             matcher = ListMatcher(store, cfg.lists.enabled, lookalike_below=cfg.lists.lookalike_below)
             if outbox is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from edge.corner_refiner import CornerRefiner
 from edge.detector import PlateDetector
@@ -13,6 +13,9 @@ from edge.plate_verifier import PlateVerifier
 from edge.recognizer import PlateRecognizer
 from edge.tracker import PassageTracker, TrackerConfig
 from edge.types import Point
+
+if TYPE_CHECKING:
+    from edge.config import EdgeConfig
 
 
 def load_models(models_dir: Path, detector: str = "detector.onnx", recognizer: str = "recognizer.onnx",
@@ -38,3 +41,10 @@ def build_pipeline(detector: PlateDetector, recognizer: PlateRecognizer, *,
         motion=MotionGate(motion or MotionConfig()), roi=roi, roll=roll, min_score=min_score,
         min_plate_width=min_plate_width, keep_frames=keep_frames,
     )
+
+
+def pipeline_settings(cfg: EdgeConfig) -> dict:
+    """The config's pipeline settings as build_pipeline keywords, so `replay --config` and the daemon
+    read the same keys."""
+    return dict(tracking=cfg.tracking, motion=cfg.motion, roi=cfg.camera.roi, roll=cfg.camera.roll_degrees,
+                min_score=cfg.detection.min_score, min_plate_width=cfg.detection.min_plate_width)
