@@ -21,9 +21,20 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports: the sockets are held open together, so the kernel cannot hand
+    the same port out twice (two separate free_port() calls can, and a broker then fails to bind)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _mosquitto_binary() -> str:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import Broker, _mosquitto_binary, free_port
+from conftest import Broker, _mosquitto_binary, free_ports
 from edge.outbox import Outbox
 from edge.publisher import MqttConfig, MqttSetupError, Publisher, TlsConfig
 from test_publisher import Collector, cfg_for, put_hits, wait_for
@@ -126,15 +126,24 @@ def tls_broker(tmp_path):
     write_password_file(d / "passwd", "unit1", "s3cret-pw")
     (d / "good.pw").write_text("s3cret-pw\n")
     (d / "bad.pw").write_text("wrong\n")
-    tls_port, auth_port = free_port(), free_port()
-    b = TlsBroker("127.0.0.1", free_port(), tmp_path)
-    b.tls_ports = (tls_port, auth_port)
-    b.body = (
-        f"listener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
-        "require_certificate true\nallow_anonymous true\n"
-        f"listener {auth_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
-        f"allow_anonymous false\npassword_file {d}/passwd\n")
-    b.start()
+    for attempt in range(3):
+        # three distinct ports; another process may still take one between here and the bind, so a
+        # broker that finds its address in use is started again on fresh ports
+        plain_port, tls_port, auth_port = free_ports(3)
+        b = TlsBroker("127.0.0.1", plain_port, tmp_path)
+        b.tls_ports = (tls_port, auth_port)
+        b.body = (
+            f"listener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
+            "require_certificate true\nallow_anonymous true\n"
+            f"listener {auth_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n"
+            f"allow_anonymous false\npassword_file {d}/passwd\n")
+        try:
+            b.start()
+            break
+        except RuntimeError as e:
+            b.stop()
+            if "Address already in use" not in str(e) or attempt == 2:
+                raise
     yield TlsSetup(b, d, tls_port, auth_port)
     b.stop()
 
