@@ -100,7 +100,7 @@ def _passage_json(p) -> dict:
 
 
 def cmd_replay(args) -> int:
-    from edge.factory import build_pipeline, load_models, pipeline_settings
+    from edge.factory import build_pipeline, load_models, model_files, pipeline_settings
     from edge.sources import iterate, source_for_path
 
     kwargs, files = {}, {}
@@ -110,9 +110,7 @@ def cmd_replay(args) -> int:
 
         cfg = load_config(args.config)
         kwargs = pipeline_settings(cfg)
-        files = dict(detector=cfg.models.detector, recognizer=cfg.models.recognizer,
-                     verifier=cfg.models.verifier, verify_below=cfg.detection.verify_below,
-                     corner_refiner=cfg.models.corner_refiner)
+        files = model_files(cfg)
         if args.models == str(default_models_dir()):
             models_dir, threads = cfg.models.dir, cfg.models.threads
     detector, recognizer = load_models(models_dir, threads=threads, **files)

@@ -23,7 +23,7 @@ from edge.capture import Capture
 from edge.config import ConfigError, EdgeConfig, load_config
 from edge.credentials import mask_credentials
 from edge.dispatch import HitDispatcher
-from edge.factory import build_pipeline, load_models, pipeline_settings
+from edge.factory import build_pipeline, load_models, model_files, pipeline_settings
 from edge.hits import HitIdentity, Site
 from edge.lists.keys import KeyFileError
 from edge.lists.matcher import ListMatcher
@@ -89,9 +89,7 @@ class Daemon:
         outbox = self.outbox if self.outbox is not None and self.outbox.path == cfg.outbox.path else None
         opened: Outbox | None = None
         try:
-            detector, recognizer = load_models(cfg.models.dir, cfg.models.detector, cfg.models.recognizer,
-                                               cfg.models.threads, cfg.models.verifier,
-                                               cfg.detection.verify_below, cfg.models.corner_refiner)
+            detector, recognizer = load_models(cfg.models.dir, threads=cfg.models.threads, **model_files(cfg))
             pipeline = build_pipeline(detector, recognizer, **pipeline_settings(cfg),
                                       keep_frames=cfg.evidence.mode in ("frame", "both"))
             store = ListStore.from_config(cfg.lists)

@@ -43,6 +43,13 @@ def build_pipeline(detector: PlateDetector, recognizer: PlateRecognizer, *,
     )
 
 
+def model_files(cfg: EdgeConfig) -> dict:
+    """The config's model files and verifier threshold as load_models keywords (models_dir and
+    threads apart), so `replay --config` and the daemon load the same models."""
+    return dict(detector=cfg.models.detector, recognizer=cfg.models.recognizer, verifier=cfg.models.verifier,
+                verify_below=cfg.detection.verify_below, corner_refiner=cfg.models.corner_refiner)
+
+
 def pipeline_settings(cfg: EdgeConfig) -> dict:
     """The config's pipeline settings as build_pipeline keywords, so `replay --config` and the daemon
     read the same keys."""
