@@ -47,7 +47,8 @@ SYNTH_COUNTRIES = ("NL", "DE", "BE", "FR", "ES", "IT", "PL", "CZ", "SK", "RO", "
 
 
 class CRNN(nn.Module):
-    """Conv feature extractor (32 x 128 -> 1 x 32 columns) + BiLSTM + per-column classifier."""
+    """Conv feature extractor (32 x W -> 1 x W/4 columns) + BiLSTM + per-column classifier; every weight
+    is independent of the input width W, so a model can be fine-tuned at another width."""
 
     def __init__(self, n_classes: int = len(CHARSET) + 1, hidden: int = 96):
         super().__init__()
@@ -108,18 +109,18 @@ def encode(text: str) -> list[int]:
 
 
 def synth_sample(rng: np.random.Generator, nl_share: float = 0.5, emblem_p: float = 0.0,
-                 furniture_p: float = 0.0, min_px: int = 50) -> tuple[np.ndarray, str]:
+                 furniture_p: float = 0.0, min_px: int = 50, width: int = WIDTH) -> tuple[np.ndarray, str]:
     country = "NL" if rng.random() < nl_share else str(rng.choice(SYNTH_COUNTRIES[1:]))
     plate = render_plate(rng, country, scale=float(rng.uniform(0.4, 0.65)), emblem_p=emblem_p,
                          furniture_p=furniture_p)
     # plate width in the frame: log-uniform min_px..200 px (degrade's own 50..200 draw when min_px is 50,
     # which keeps the default runs' random streams unchanged)
-    width = None if min_px == 50 else int(np.exp(rng.uniform(np.log(min_px), np.log(200))))
-    crop = degrade(rng, plate.image, plate.corners, strength=float(rng.uniform(0.3, 1.2)), out_width=width).image
-    return line_image(crop, HEIGHT, WIDTH, plate.layout == "two_row"), plate.text
+    plate_px = None if min_px == 50 else int(np.exp(rng.uniform(np.log(min_px), np.log(200))))
+    crop = degrade(rng, plate.image, plate.corners, strength=float(rng.uniform(0.3, 1.2)), out_width=plate_px).image
+    return line_image(crop, HEIGHT, width, plate.layout == "two_row"), plate.text
 
 
-def real_sample(rng: np.random.Generator, real: list) -> tuple[np.ndarray, str]:
+def real_sample(rng: np.random.Generator, real: list, width: int = WIDTH) -> tuple[np.ndarray, str]:
     img, text, layout = real[int(rng.integers(len(real)))]
     h, w = img.shape[:2]
     m = rng.uniform(-0.04, 0.06, 4) * np.array([w, h, w, h])
@@ -129,18 +130,18 @@ def real_sample(rng: np.random.Generator, real: list) -> tuple[np.ndarray, str]:
     if rng.random() < 0.6:
         crop = degrade(rng, crop, strength=0.4, mode="box",
                        out_width=int(np.clip(crop.shape[1] * rng.uniform(0.5, 1.2), 40, 220))).image
-    return line_image(crop, HEIGHT, WIDTH, layout == "two_row"), text
+    return line_image(crop, HEIGHT, width, layout == "two_row"), text
 
 
 def make_batch(seed: int, step: int, batch: int, real: list, real_share: float, emblem_p: float = 0.0,
-               furniture_p: float = 0.0, min_px: int = 50):
+               furniture_p: float = 0.0, min_px: int = 50, width: int = WIDTH):
     rng = np.random.default_rng([seed, step])
     imgs, labels = [], []
     for _ in range(batch):
         if real and rng.random() < real_share:
-            im, t = real_sample(rng, real)
+            im, t = real_sample(rng, real, width)
         else:
-            im, t = synth_sample(rng, emblem_p=emblem_p, furniture_p=furniture_p, min_px=min_px)
+            im, t = synth_sample(rng, emblem_p=emblem_p, furniture_p=furniture_p, min_px=min_px, width=width)
         if rng.random() < 0.08:
             im = 255 - im  # some plates are light on dark; make sure both polarities are seen
         imgs.append(im)
@@ -153,9 +154,9 @@ class BatchStream(torch.utils.data.IterableDataset):
     """Batches start_step, start_step+1, ... drawn deterministically from (seed, step)."""
 
     def __init__(self, seed: int, start: int, stop: int, batch: int, real_share: float, emblem_p: float,
-                 furniture_p: float = 0.0, min_px: int = 50):
+                 furniture_p: float = 0.0, min_px: int = 50, width: int = WIDTH):
         self.seed, self.start, self.stop, self.batch, self.real_share = seed, start, stop, batch, real_share
-        self.emblem_p, self.furniture_p, self.min_px = emblem_p, furniture_p, min_px
+        self.emblem_p, self.furniture_p, self.min_px, self.width = emblem_p, furniture_p, min_px, width
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -164,20 +165,28 @@ class BatchStream(torch.utils.data.IterableDataset):
         real = load_real("train")
         for step in range(self.start + k, self.stop, n):
             x, labels = make_batch(self.seed, step, self.batch, real, self.real_share, self.emblem_p, self.furniture_p,
-                                   self.min_px)
+                                   self.min_px, self.width)
             yield step, x, labels
 
 
-def holdout(n: int = 600, seed: int = 12345):
+def holdout(n: int = 600, seed: int = 12345, width: int = WIDTH):
     """Fixed rendered hold-out (its own seed space, never a training step)."""
     imgs, texts = [], []
     for i in range(n):
         rng = np.random.default_rng([seed, 1, i])
-        im, t = synth_sample(rng)
+        im, t = synth_sample(rng, width=width)
         imgs.append(im)
         texts.append(t)
     x = (np.stack(imgs).astype(np.float32) / 255.0 - MEAN) / STD
     return torch.from_numpy(x[:, None]), texts
+
+
+def onnx_input_width(path: Path) -> int:
+    """The input width an exported recognizer was built for (its metadata)."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    return int(meta.get("input_width", WIDTH))
 
 
 def greedy(logits: torch.Tensor) -> list[str]:
@@ -195,12 +204,12 @@ def greedy(logits: torch.Tensor) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # export
 
-def export_onnx(model: CRNN, path: Path, meta: dict[str, str]) -> None:
+def export_onnx(model: CRNN, path: Path, meta: dict[str, str], width: int = WIDTH) -> None:
     import onnx
 
     model.eval()
     tmp = path.with_suffix(".tmp.onnx")
-    dummy = torch.zeros(1, 1, HEIGHT, WIDTH)
+    dummy = torch.zeros(1, 1, HEIGHT, width)
     torch.onnx.export(model, dummy, str(tmp), input_names=["image"], output_names=["logits"],
                       dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
                       dynamo=False)
@@ -217,7 +226,7 @@ def model_metadata(step: int, args, params: int) -> dict[str, str]:
     return {
         "kind": "plate_recognizer",
         "version": f"crnn-ctc-{args.tag}-s{step}",
-        "input_height": str(HEIGHT), "input_width": str(WIDTH), "input_channels": "1",
+        "input_height": str(HEIGHT), "input_width": str(args.width), "input_channels": "1",
         "mean": str(MEAN), "std": str(STD),
         "charset": CHARSET, "blank_index": str(BLANK), "suppress": "?",
         "output": "logits N x T x C, softmax over C; class 0 = CTC blank, class i = charset[i-1]",
@@ -255,7 +264,12 @@ def main(argv=None) -> int:
     ap.add_argument("--init", type=Path, default=None,
                     help="start from these weights (new optimiser and schedule): a fine-tuning stage; a .pt "
                          "checkpoint or an exported .onnx model such as models/recognizer.onnx")
+    ap.add_argument("--width", type=int, default=WIDTH,
+                    help="input line width in pixels (a multiple of 4; the model reads width/4 columns). "
+                         "A wider line squeezes two-row plates less (their rows sit side by side)")
     args = ap.parse_args(argv)
+    if args.width % 4 or not 64 <= args.width <= 512:
+        ap.error(f"--width {args.width}: must be a multiple of 4 between 64 and 512")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -272,9 +286,12 @@ def main(argv=None) -> int:
             from onnx_init import load_onnx_weights, max_output_difference
 
             calib = BatchStream(args.seed + 1000, 0, 8, args.batch, args.real_share, args.emblem_p, args.furniture_p,
-                                args.min_px)
+                                args.min_px, args.width)
             print(load_onnx_weights(model, args.init, [x for _, x, _ in calib]), flush=True)
-            probe = next(iter(BatchStream(args.seed + 2000, 0, 1, 8, args.real_share, 0.0, 0.0)))[1]
+            # the check runs the file at its own input width (batch norm statistics come from the new width)
+            init_width = onnx_input_width(args.init)
+            probe = next(iter(BatchStream(args.seed + 2000, 0, 1, 8, args.real_share, 0.0, 0.0,
+                                          width=init_width)))[1]
             print(f"largest output difference to {args.init}: {max_output_difference(model, args.init, probe):.2e}",
                   flush=True)
         else:
@@ -290,16 +307,16 @@ def main(argv=None) -> int:
     if args.export_only:
         if args.export is None:
             ap.error("--export-only needs --export PATH")
-        export_onnx(model, args.export, model_metadata(step, args, params))
+        export_onnx(model, args.export, model_metadata(step, args, params), args.width)
         print(f"exported step {step} to {args.export}")
         return 0
 
     print(f"parameters: {params}", flush=True)
-    hx, htexts = holdout()
+    hx, htexts = holdout(width=args.width)
     ctc = nn.CTCLoss(blank=BLANK, zero_infinity=True)
     stop = min(args.steps, args.stop_at or args.steps)
     stream = BatchStream(args.seed, step, stop, args.batch, args.real_share, args.emblem_p, args.furniture_p,
-                         args.min_px)
+                         args.min_px, args.width)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=args.workers,
                                          prefetch_factor=4 if args.workers else None,
                                          multiprocessing_context="spawn" if args.workers else None)
@@ -319,7 +336,7 @@ def main(argv=None) -> int:
         with open(args.out / "history.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
         if args.export:
-            export_onnx(model, args.export, model_metadata(step, args, params))
+            export_onnx(model, args.export, model_metadata(step, args, params), args.width)
             model.train()
 
     model.train()
