@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from detector_train.sets import load_set  # noqa: E402
 
 from edge.detector import PlateDetector  # noqa: E402
+from edge.modelcontract import read_metadata  # noqa: E402
 
 
 def calibration_frames(per_set: int, seed: int) -> list[Path]:
@@ -71,7 +72,7 @@ def quantize(src: Path, dst: Path, frames: list[Path], size: tuple[int, int] = (
         quantize_static(str(pre), str(dst), Frames(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
     m = onnx.load(str(dst))
-    meta = {p.key: p.value for p in onnx.load(str(src)).metadata_props}
+    meta = read_metadata(src)
     meta["version"] = meta.get("version", "detector") + "-int8"
     meta["quantization"] = f"static QDQ int8, per-channel weights, {len(frames)} training frames at {size[0]}x{size[1]}"
     del m.metadata_props[:]

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
+from edge.modelcontract import read_metadata  # noqa: E402
 from edge.recognizer import line_image  # noqa: E402  (the serving preprocessing, shared)
 from platesynth import degrade, render_plate  # noqa: E402
 
@@ -181,14 +182,6 @@ def holdout(n: int = 600, seed: int = 12345, width: int = WIDTH):
     return torch.from_numpy(x[:, None]), texts
 
 
-def onnx_input_width(path: Path) -> int:
-    """The input width an exported recognizer was built for (its metadata)."""
-    import onnx
-
-    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-    return int(meta.get("input_width", WIDTH))
-
-
 def greedy(logits: torch.Tensor) -> list[str]:
     out = []
     for path in logits.argmax(-1).tolist():
@@ -289,7 +282,7 @@ def main(argv=None) -> int:
                                 args.min_px, args.width)
             print(load_onnx_weights(model, args.init, [x for _, x, _ in calib]), flush=True)
             # the check runs the file at its own input width (batch norm statistics come from the new width)
-            init_width = onnx_input_width(args.init)
+            init_width = int(read_metadata(args.init).get("input_width", WIDTH))
             probe = next(iter(BatchStream(args.seed + 2000, 0, 1, 8, args.real_share, 0.0, 0.0,
                                           width=init_width)))[1]
             print(f"largest output difference to {args.init}: {max_output_difference(model, args.init, probe):.2e}",
