@@ -197,12 +197,13 @@ def greedy(logits: torch.Tensor) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # export
 
-def export_onnx(model: CRNN, path: Path, meta: dict[str, str], width: int = WIDTH) -> None:
+def export_onnx(model: CRNN, path: Path, meta: dict[str, str]) -> None:
+    """The model as ONNX with its metadata; the traced input has the metadata's input size."""
     import onnx
 
     model.eval()
     tmp = path.with_suffix(".tmp.onnx")
-    dummy = torch.zeros(1, 1, HEIGHT, width)
+    dummy = torch.zeros(1, 1, int(meta["input_height"]), int(meta["input_width"]))
     torch.onnx.export(model, dummy, str(tmp), input_names=["image"], output_names=["logits"],
                       dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17,
                       dynamo=False)
@@ -300,7 +301,7 @@ def main(argv=None) -> int:
     if args.export_only:
         if args.export is None:
             ap.error("--export-only needs --export PATH")
-        export_onnx(model, args.export, model_metadata(step, args, params), args.width)
+        export_onnx(model, args.export, model_metadata(step, args, params))
         print(f"exported step {step} to {args.export}")
         return 0
 
@@ -329,7 +330,7 @@ def main(argv=None) -> int:
         with open(args.out / "history.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
         if args.export:
-            export_onnx(model, args.export, model_metadata(step, args, params), args.width)
+            export_onnx(model, args.export, model_metadata(step, args, params))
             model.train()
 
     model.train()
