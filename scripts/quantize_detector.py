@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -29,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from detector_train.sets import load_set  # noqa: E402
 
+from int8_quantize import quantize_qdq  # noqa: E402
+
 from edge.detector import PlateDetector  # noqa: E402
-from edge.modelcontract import read_metadata  # noqa: E402
 
 
 def calibration_frames(per_set: int, seed: int) -> list[Path]:
@@ -47,9 +47,7 @@ def calibration_frames(per_set: int, seed: int) -> list[Path]:
 
 
 def quantize(src: Path, dst: Path, frames: list[Path], size: tuple[int, int] = (640, 480)) -> None:
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization import CalibrationDataReader
 
     det = PlateDetector(src, threads=1)
 
@@ -66,20 +64,8 @@ def quantize(src: Path, dst: Path, frames: list[Path], size: tuple[int, int] = (
                 return {det.input_name: x}
             return None
 
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(dst), Frames(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
-    m = onnx.load(str(dst))
-    meta = read_metadata(src)
-    meta["version"] = meta.get("version", "detector") + "-int8"
-    meta["quantization"] = f"static QDQ int8, per-channel weights, {len(frames)} training frames at {size[0]}x{size[1]}"
-    del m.metadata_props[:]
-    for k, v in meta.items():
-        p = m.metadata_props.add()
-        p.key, p.value = k, v
-    onnx.save(m, str(dst))
+    quantize_qdq(src, dst, Frames(),
+                 f"static QDQ int8, per-channel weights, {len(frames)} training frames at {size[0]}x{size[1]}")
 
 
 def main(argv: list[str] | None = None) -> int:
