@@ -213,3 +213,23 @@ def test_grammar_settles_lookalikes_only_for_dutch_reads(rec):
 def test_bad_crop_is_a_clear_error(rec):
     with pytest.raises(ValueError, match="crop"):
         rec.read_crop(np.zeros((0, 0, 3), np.uint8))
+
+
+def test_int8_copy_reads_real_crops_as_well_as_the_float_model(rec, shared_data):
+    """models/recognizer-int8.onnx (scripts/quantize_recognizer.py, calibrated on training-side crops
+    only) is a drop-in choice for models.recognizer: same contract, and on the real two-row crops of
+    openalpr_eu2 (never trained or calibrated on) it reads as many plates right as the float model."""
+    int8 = PlateRecognizer(ROOT / "models" / "recognizer-int8.onnx", threads=1)
+    assert int8.version == rec.version + "-int8"
+    meta, ref = read_metadata(ROOT / "models" / "recognizer-int8.onnx"), read_metadata(MODEL)
+    assert "int8" in meta["quantization"]
+    assert {k: v for k, v in meta.items() if k not in ("version", "quantization")} == \
+        {k: v for k, v in ref.items() if k != "version"}
+    items = _eu2(shared_data)
+    floats, ints = [rec.read_crop(img) for img, _, _ in items], [int8.read_crop(img) for img, _, _ in items]
+    right_f = sum(r.text == t for r, (_, t, _) in zip(floats, items))
+    right_i = sum(r.text == t for r, (_, t, _) in zip(ints, items))
+    same = sum(a.text == b.text for a, b in zip(floats, ints))
+    assert right_i >= right_f - 2 and same >= 0.9 * len(items), (right_f, right_i, same)
+    nl = [r.text == t for r, (_, t, c) in zip(ints, items) if c == "nl"]
+    assert sum(nl) >= 0.95 * len(nl)
