@@ -54,20 +54,24 @@ class Broker:
     extra_conf: str = ""
     proc: subprocess.Popen | None = None
 
+    def config_text(self) -> str:
+        """The mosquitto.conf this broker runs with."""
+        return f"listener {self.port} {self.host}\nallow_anonymous true\npersistence false\n" + self.extra_conf
+
+    def ports(self) -> tuple[int, ...]:
+        """Every port the broker listens on: start() returns once all of them accept connections."""
+        return (self.port,)
+
     def start(self, timeout: float = 10.0) -> None:
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            + self.extra_conf
-        )
+        conf.write_text(self.config_text())
         log = open(self.workdir / "mosquitto.log", "ab")
 
         def launch() -> subprocess.Popen:
             return subprocess.Popen([_mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=log)
 
         self.proc = launch()
+        waiting = list(self.ports())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -77,10 +81,13 @@ class Broker:
                 if text.rstrip().endswith("Address already in use") and time.monotonic() + 0.3 < deadline:
                     time.sleep(0.2)
                     self.proc = launch()
+                    waiting = list(self.ports())
                     continue
                 raise RuntimeError(f"mosquitto exited: {text}")
             try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
+                with socket.create_connection((self.host, waiting[0]), timeout=0.2):
+                    waiting.pop(0)
+                if not waiting:
                     return
             except OSError:
                 time.sleep(0.05)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import shutil
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import Broker, _mosquitto_binary, free_ports
+from conftest import Broker, free_ports
 from edge.outbox import Outbox
 from edge.publisher import MqttConfig, MqttSetupError, Publisher, TlsConfig
 from test_publisher import Collector, cfg_for, put_hits, wait_for
@@ -92,25 +90,14 @@ class TlsBroker(Broker):
     """Mosquitto with a plain listener plus `body` (per-listener security must come first in the file)."""
 
     body: str = ""
+    tls_ports: tuple[int, ...] = ()
 
-    def start(self, timeout: float = 10.0) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(f"per_listener_settings true\nuser root\npersistence false\n"
-                        f"listener {self.port} {self.host}\nallow_anonymous true\n" + self.body)
-        log = open(self.workdir / "mosquitto.log", "ab")
-        self.proc = subprocess.Popen([_mosquitto_binary(), "-c", str(conf)], stdout=log, stderr=log)
-        for port in (self.port, *self.tls_ports):
-            deadline = time.monotonic() + timeout
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"mosquitto exited: {(self.workdir / 'mosquitto.log').read_text()}")
-                try:
-                    with socket.create_connection((self.host, port), timeout=0.2):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError("mosquitto did not start listening") from None
-                    time.sleep(0.05)
+    def config_text(self) -> str:
+        return (f"per_listener_settings true\nuser root\npersistence false\n"
+                f"listener {self.port} {self.host}\nallow_anonymous true\n" + self.body)
+
+    def ports(self) -> tuple[int, ...]:
+        return (self.port, *self.tls_ports)
 
 
 @pytest.fixture
