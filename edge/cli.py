@@ -146,8 +146,15 @@ def cmd_replay(args) -> int:
 
 def cmd_check_config(args) -> int:
     from edge.config import load_config
+    from edge.factory import model_problems
 
     cfg = load_config(args.config)
+    problems = [] if args.syntax_only else model_problems(cfg)
+    if problems:
+        print(f"anpr-edge check-config: {args.config}: the configuration is valid, but:", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        return 2
     print(f"{args.config}: OK (device {cfg.device.id}, camera {cfg.camera.id}, source scheme "
           f"{cfg.camera.source.split(':', 1)[0]})")
     return 0
@@ -178,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate a config file and explain every problem")
     p.add_argument("config")
+    p.add_argument("--syntax-only", action="store_true",
+                   help="check the file alone, not the model files it names (e.g. on a laptop before copying it to the unit)")
     p.set_defaults(func=cmd_check_config)
 
     models_default = str(default_models_dir())

@@ -100,8 +100,8 @@ def source_path(source: str) -> str:
 
 class ModelsConfig(Section):
     dir: Path = Field(Path("models"), description="Folder holding the ONNX models and their sidecars.")
-    detector: str = Field("detector.onnx", description="Plate detector model file inside models.dir.")
-    recognizer: str = Field("recognizer.onnx", description="Plate recognizer model file inside models.dir.")
+    detector: str = Field("detector.onnx", min_length=1, description="Plate detector model file inside models.dir.")
+    recognizer: str = Field("recognizer.onnx", min_length=1, description="Plate recognizer model file inside models.dir.")
     verifier: str = Field("plate_verifier.onnx", description=(
         "Plate verifier model file inside models.dir: a second look at detector boxes of doubtful score, "
         "so badges, grilles and lettering are not taken for plates. Empty (\"\") switches it off."))

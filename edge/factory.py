@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from edge.corner_refiner import CornerRefiner
 from edge.detector import PlateDetector
+from edge.modelcontract import ModelContractError, read_metadata
 from edge.motion import MotionConfig, MotionGate
 from edge.pipeline import Pipeline
 from edge.plate_verifier import PlateVerifier
@@ -48,6 +49,34 @@ def model_files(cfg: EdgeConfig) -> dict:
     threads apart), so `replay --config` and the daemon load the same models."""
     return dict(detector=cfg.models.detector, recognizer=cfg.models.recognizer, verifier=cfg.models.verifier,
                 verify_below=cfg.detection.verify_below, corner_refiner=cfg.models.corner_refiner)
+
+
+# config key under models -> the metadata kind its file must have
+_MODEL_KINDS = {"detector": "plate_detector", "recognizer": "plate_recognizer", "verifier": "plate_verifier",
+                "corner_refiner": "corner_refiner"}
+
+
+def model_problems(cfg: EdgeConfig) -> list[str]:
+    """What would stop the config's models from loading, one line per model ("models.<key>: ..."):
+    a file missing from models.dir, unreadable, or a model of another kind (a recognizer named as the
+    detector). Reads only the files' metadata, so `check-config` finds these without loading a model."""
+    problems = []
+    for key, kind in _MODEL_KINDS.items():
+        name = getattr(cfg.models, key)
+        if not name:
+            continue  # an optional model switched off
+        path = cfg.models.dir / name
+        if not path.is_file():
+            problems.append(f"models.{key}: {name} not found in models.dir {cfg.models.dir}")
+            continue
+        try:
+            found = read_metadata(path).get("kind", "")
+        except ModelContractError as e:
+            problems.append(f"models.{key}: {e}")
+            continue
+        if found != kind:
+            problems.append(f"models.{key}: {path} is a {found or 'unlabelled'} model, expected a {kind}")
+    return problems
 
 
 def pipeline_settings(cfg: EdgeConfig) -> dict:

@@ -180,10 +180,19 @@ def test_relative_paths_are_relative_to_the_config_file(tmp_path, example):
     assert cfg.outbox.path == tmp_path / "sub" / "state" / "outbox.sqlite"
 
 
+def _check_config(path: Path, *flags: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edge.cli", "check-config", *flags, str(path)],
+                          capture_output=True, text=True)
+
+
 def test_check_config_command(tmp_path, example):
-    ok = subprocess.run([sys.executable, "-m", "edge.cli", "check-config", str(EXAMPLE)],
-                        capture_output=True, text=True)
+    ok = _check_config(EXAMPLE, "--syntax-only")  # its models.dir is the unit's /opt/anpr-edge/models
     assert ok.returncode == 0 and "OK" in ok.stdout
+    here = copy.deepcopy(example)
+    here["models"]["dir"] = str(ROOT / "models")
+    (tmp_path / "here.yaml").write_text(yaml.safe_dump(here))
+    ok = _check_config(tmp_path / "here.yaml")
+    assert ok.returncode == 0 and "OK" in ok.stdout, ok.stderr
     bad = copy.deepcopy(example)
     bad["camera"]["source"] = "rtps://x"
     path = tmp_path / "bad.yaml"
@@ -191,3 +200,36 @@ def test_check_config_command(tmp_path, example):
     res = subprocess.run([sys.executable, "-m", "edge.cli", "check-config", str(path)], capture_output=True, text=True)
     assert res.returncode == 2
     assert "camera.source: unknown scheme 'rtps'" in res.stderr
+
+
+def test_check_config_names_model_files_that_would_not_load(tmp_path, example):
+    """A technician learns from check-config, not from a service that fails to start, that a model
+    file is missing from models.dir or is a model of another kind; switched-off models are not looked for."""
+    bad = copy.deepcopy(example)
+    bad["models"].update(dir=str(ROOT / "models"), detector="recognizer.onnx", recognizer="recognizer-int9.onnx",
+                         verifier="", corner_refiner="corner_refiner.onnx")
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    res = _check_config(path)
+    assert res.returncode == 2 and "OK" not in res.stdout
+    lines = res.stderr.splitlines()
+    assert lines[0].endswith("the configuration is valid, but:")
+    assert lines[1:] == [
+        f"  models.detector: {ROOT / 'models' / 'recognizer.onnx'} is a plate_recognizer model, expected a plate_detector",
+        f"  models.recognizer: recognizer-int9.onnx not found in models.dir {ROOT / 'models'}",
+    ]
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "detector.onnx").write_bytes(b"not a model")
+    (tmp_path / "models" / "recognizer.onnx").symlink_to(ROOT / "models" / "recognizer.onnx")
+    bad["models"].update(dir=str(tmp_path / "models"), detector="detector.onnx", recognizer="recognizer.onnx",
+                         corner_refiner="")
+    path.write_text(yaml.safe_dump(bad))
+    res = _check_config(path)
+    problems = res.stderr.splitlines()[1:]
+    assert res.returncode == 2 and len(problems) == 1, res.stderr
+    assert problems[0].startswith("  models.detector: ") and str(tmp_path / "models" / "detector.onnx") in problems[0]
+    assert _check_config(path, "--syntax-only").returncode == 0
+    bad["models"]["recognizer"] = ""  # the detector and the recognizer cannot be switched off
+    path.write_text(yaml.safe_dump(bad))
+    res = _check_config(path, "--syntax-only")
+    assert res.returncode == 2 and "models.recognizer: String should have at least 1 character" in res.stderr
