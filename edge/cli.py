@@ -50,12 +50,38 @@ def _plate_json(det, read) -> dict:
     }
 
 
+def _config(args):
+    """The config named by --config, or None."""
+    if not getattr(args, "config", None):
+        return None
+    from edge.config import load_config
+
+    return load_config(args.config)
+
+
+def _load_models(args, cfg):
+    """The models `read` and `replay` run: with a config, its model files, and its folder and threads
+    unless --models names another folder; without one, the standard files in --models."""
+    from edge.factory import load_models, model_files
+
+    models_dir, threads, files = Path(args.models), args.threads, {}
+    if cfg is not None:
+        files = model_files(cfg)
+        if args.models == str(default_models_dir()):
+            models_dir, threads = cfg.models.dir, cfg.models.threads
+    return load_models(models_dir, threads=threads, **files)
+
+
 def cmd_read(args) -> int:
     import cv2
 
-    from edge.factory import load_models
-
-    detector, recognizer = load_models(Path(args.models), threads=args.threads)
+    cfg = _config(args)
+    detector, recognizer = _load_models(args, cfg)
+    # what the unit would read: with a config, its region of interest, roll, score and width limits
+    min_score = args.min_score if args.min_score is not None else cfg.detection.min_score if cfg else 0.4
+    roll = args.roll if args.roll is not None else cfg.camera.roll_degrees if cfg else 0.0
+    roi = cfg.camera.roi if cfg else None
+    min_width = cfg.detection.min_plate_width if cfg else 0
     paths, problems = _images(args.inputs)
     for problem in problems:
         print(problem, file=sys.stderr)
@@ -72,8 +98,8 @@ def cmd_read(args) -> int:
             continue
         t0 = time.perf_counter()
         plates = []
-        for det in detector.detect(image, roll=args.roll):
-            if det.score < args.min_score:
+        for det in detector.detect(image, roi=roi, roll=roll):
+            if det.score < min_score or det.box[2] - det.box[0] < min_width:
                 continue
             read = recognizer.read(image, det.corners)
             if read.text:
@@ -100,21 +126,12 @@ def _passage_json(p) -> dict:
 
 
 def cmd_replay(args) -> int:
-    from edge.factory import build_pipeline, load_models, model_files, pipeline_settings
+    from edge.factory import build_pipeline, pipeline_settings
     from edge.sources import iterate, source_for_path
 
-    kwargs, files = {}, {}
-    models_dir, threads = Path(args.models), args.threads
-    if args.config:
-        from edge.config import load_config
-
-        cfg = load_config(args.config)
-        kwargs = pipeline_settings(cfg)
-        files = model_files(cfg)
-        if args.models == str(default_models_dir()):
-            models_dir, threads = cfg.models.dir, cfg.models.threads
-    detector, recognizer = load_models(models_dir, threads=threads, **files)
-    pipeline = build_pipeline(detector, recognizer, **kwargs)
+    cfg = _config(args)
+    detector, recognizer = _load_models(args, cfg)
+    pipeline = build_pipeline(detector, recognizer, **(pipeline_settings(cfg) if cfg else {}))
     t0 = time.perf_counter()
 
     def emit(passages):
@@ -193,10 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("read", help="read plates in still images")
     p.add_argument("inputs", nargs="+", metavar="IMAGE|DIR")
     p.add_argument("--json", action="store_true", help="one JSON line per image")
+    p.add_argument("--config", help="read as the unit would: its model files, region of interest, roll, "
+                                     "detection.min_score and detection.min_plate_width from this config")
     p.add_argument("--models", default=models_default, help="folder with detector.onnx, plate_verifier.onnx, corner_refiner.onnx and recognizer.onnx")
     p.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (0 = all)")
-    p.add_argument("--min-score", type=float, default=0.4, help="detector score threshold")
-    p.add_argument("--roll", type=roll_argument, default=0.0,
+    p.add_argument("--min-score", type=float, default=None, help="detector score threshold (default 0.4, or the config's)")
+    p.add_argument("--roll", type=roll_argument, default=None,
                    help="degrees the scene leans clockwise on screen (camera.roll_degrees): searched turned level")
     p.set_defaults(func=cmd_read)
 

@@ -153,3 +153,43 @@ def test_replay_takes_the_cameras_roll_from_the_config(tmp_path):
     assert res.returncode == 0, res.stderr
     texts = [json.loads(line)["text"] for line in res.stdout.splitlines()]
     assert demo_truth()["vehicles"][0]["text"] in texts, texts
+
+
+def test_read_with_config_reads_as_the_unit_would(tmp_path):
+    """`read --config`: the config's model files, region of interest and plate width limit apply, so a
+    technician sees on a still what the unit itself would read there."""
+    import yaml
+
+    frames = val_frames(8)
+    for name in frames:
+        shutil.copy(RO / name, tmp_path / name.split("/")[-1])
+    plain = [json.loads(line) for line in cli("read", "--json", str(tmp_path)).stdout.splitlines()]
+    data = yaml.safe_load((ROOT / "config" / "edge.example.yaml").read_text())
+    data["models"].update(dir=str(ROOT / "models"), recognizer="recognizer-int8.onnx")
+    w = cv2.imread(plain[0]["image"]).shape[1]
+    data["camera"]["roi"] = [[0, 0], [w / 2, 0], [w / 2, 2000], [0, 2000]]  # the left half of the frame
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    res = cli("read", "--json", "--config", str(cfg), str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(line) for line in res.stdout.splitlines()]
+
+    def centre_x(p):
+        return (p["box"][0] + p["box"][2]) / 2
+
+    left = sum(centre_x(p) < w / 2 - 30 for line in plain for p in line["plates"])
+    right = sum(centre_x(p) > w / 2 for line in plain for p in line["plates"])
+    assert left and right, "the frames have plates on both sides"
+    got = [p for line in lines for p in line["plates"]]
+    assert got and all(centre_x(p) < w / 2 for p in got)
+    assert len(got) >= left - 1
+
+    data["detection"]["min_plate_width"] = 5000
+    cfg.write_text(yaml.safe_dump(data))
+    res = cli("read", "--json", "--config", str(cfg), str(tmp_path))
+    assert res.returncode == 0 and all(not json.loads(line)["plates"] for line in res.stdout.splitlines())
+
+    data["models"]["recognizer"] = "recognizer-int9.onnx"
+    cfg.write_text(yaml.safe_dump(data))
+    res = cli("read", "--config", str(cfg), str(tmp_path))
+    assert res.returncode == 2 and "model file not found" in res.stderr and "recognizer-int9.onnx" in res.stderr
