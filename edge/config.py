@@ -117,6 +117,10 @@ class DetectionConfig(Section):
         "Boxes the detector scores under this are looked at again by models.verifier; their score becomes "
         "the geometric mean of the detector's score and the verifier's plate probability."))
     min_plate_width: int = Field(40, ge=0, description="Plates narrower than this many pixels are ignored (too small to read).")
+    close_ups: bool = Field(True, description=(
+        "When a frame shows no plate scored at least min_score, search it again at a smaller size for a plate too "
+        "large for the normal search (a car stopped close to the camera). Costs a quarter to a third of a search, "
+        "and only on such frames."))
     min_read_confidence: float = Field(0.5, ge=0, le=1, description="Passages below this confidence are not matched.")
 
 

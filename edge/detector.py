@@ -22,6 +22,13 @@ the detector half believed falls away, a faint plate the verifier is sure of ris
 
 With a corner refiner (edge.corner_refiner), every box returned gets its corners from a closer look
 at its own pixels, where the refined quad is plausible; the box becomes the one those corners span.
+
+Close-ups: the model learnt plates up to about half its input wide, so a plate filling much of the
+frame (a car stopped close to the camera, a gate camera) scores low. When a search finds no plate
+scored at least `close_up_below`, the frame is searched again at `close_up_scale` of the input size
+(a fraction of the cost, and only on such frames), and what that finds is kept only if
+it is at least `CLOSE_UP_MIN_WIDTH` of the searched window's long side: smaller boxes there are the
+normal search's business.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ from edge.types import Detection
 
 Polygon = Sequence[Sequence[float]]
 
+CLOSE_UP_SCALE = 0.4  # input size of the close-up search, as a share of the normal search's
+CLOSE_UP_MIN_WIDTH = 0.2  # share of the searched window's long side a close-up search box must span
+
 
 class PlateDetector:
     """Finds licence plates in BGR frames with the ONNX plate detector.
@@ -48,15 +58,19 @@ class PlateDetector:
     `max_upscale` limits how much a small frame or region is enlarged before detection;
     `verifier` re-scores boxes scored under `verify_below`, `refiner` places every returned box's
     corners (see the module docstring); `refine_first` has the verifier look at the refined boxes instead
-    of the detector's own (a box cut short across a large plate shows the verifier only part of it).
+    of the detector's own (a box cut short across a large plate shows the verifier only part of it);
+    `close_up_scale` (0 = off) and `close_up_below` govern the close-up pass (module docstring).
     """
 
     def __init__(self, model_path: str | Path, threads: int = 1, score_threshold: float = 0.3,
                  nms_iou: float = 0.5, max_detections: int = 50, max_upscale: float = 2.0,
                  verifier: PlateVerifier | None = None, verify_below: float = 0.7,
-                 refiner: CornerRefiner | None = None, refine_first: bool = False):
+                 refiner: CornerRefiner | None = None, refine_first: bool = False,
+                 close_up_scale: float = CLOSE_UP_SCALE, close_up_below: float = 0.4):
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be within 0..1, got {score_threshold}")
+        if not 0.0 <= close_up_scale < 1.0:
+            raise ValueError(f"close_up_scale must be within [0, 1), got {close_up_scale}")
         if not 0.0 <= verify_below <= 1.0:
             raise ValueError(f"verify_below must be within 0..1, got {verify_below}")
         if not 0.0 < nms_iou <= 1.0:
@@ -85,6 +99,8 @@ class PlateDetector:
         self.verify_below = float(verify_below)
         self.refiner = refiner
         self.refine_first = bool(refine_first)
+        self.close_up_scale = float(close_up_scale)
+        self.close_up_below = float(close_up_below)
 
     @property
     def version(self) -> str:
@@ -111,16 +127,30 @@ class PlateDetector:
             mask = np.zeros(image.shape[:2], np.uint8)
             cv2.fillPoly(mask, [np.round(poly - (x1, y1)).astype(np.int32)], 255)
             image[mask == 0] = self.pad_value
+        region = None if poly is None else poly - (ox, oy)
+        out = self._second_looks(frame, self._search(image, roll, region, poly, (ox, oy), W, H, self.long_side))
+        if self.close_up_scale and not any(d.score >= self.close_up_below for d in out):
+            min_width = CLOSE_UP_MIN_WIDTH * max(image.shape[:2])
+            side = max(int(round(self.long_side * self.close_up_scale)), self.multiple)
+            near = [d for d in self._search(image, roll, region, poly, (ox, oy), W, H, side)
+                    if d.box[2] - d.box[0] >= min_width]
+            if near:
+                out = _merged(out + self._second_looks(frame, near), self.nms_iou)
+        return out
+
+    def _search(self, image: np.ndarray, roll: float, region: np.ndarray | None, poly: np.ndarray | None,
+                offset: tuple[int, int], W: int, H: int, long_side: int) -> list[Detection]:
+        """One model run over `image` (the frame or its region's crop at `offset`) scaled to `long_side`:
+        the detector's own boxes in frame pixels, those whose centre lies outside the ROI dropped."""
         if roll:
-            x, back = self.levelled_input(image, roll, None if poly is None else poly - (ox, oy))
+            x, back = self.levelled_input(image, roll, region, long_side)
         else:
-            x, k = self.letterbox(image)
+            x, k = self.letterbox(image, long_side)
             back = np.array([[1.0 / k, 0.0, 0.0], [0.0, 1.0 / k, 0.0]])
         heat, reg = self.session.run(None, {self.input_name: x})
-        dets = self._decode(heat[0, 0], reg[0])
         out = []
-        for score, quad in dets:
-            quad = quad @ back[:, :2].T + back[:, 2] + (ox, oy)
+        for score, quad in self._decode(heat[0, 0], reg[0]):
+            quad = quad @ back[:, :2].T + back[:, 2] + offset
             if poly is not None:
                 c = quad.mean(0)
                 if cv2.pointPolygonTest(poly.astype(np.float32), (float(c[0]), float(c[1])), False) < 0:
@@ -128,6 +158,10 @@ class PlateDetector:
             d = _clipped_detection(quad, float(score), W, H)
             if d is not None:
                 out.append(d)
+        return out
+
+    def _second_looks(self, frame: np.ndarray, out: list[Detection]) -> list[Detection]:
+        """The verifier's and the corner refiner's looks at the boxes of one search."""
         if self.refiner is not None and self.refine_first:
             out = self._refine(frame, out)
         if self.verifier is not None:
@@ -159,15 +193,16 @@ class PlateDetector:
             dets[i] = Detection(box=d.box, corners=d.corners, score=float(np.sqrt(d.score * float(p))))
         return sorted(dets, key=lambda d: -d.score)
 
-    def letterbox(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+    def letterbox(self, image: np.ndarray, long_side: int | None = None) -> tuple[np.ndarray, float]:
         """The model input for a BGR image (1 x C x H x W float32) and the scale applied to it; public so
-        that tools feeding the model directly (int8 calibration) prepare frames exactly as serving does."""
+        that tools feeding the model directly (int8 calibration) prepare frames exactly as serving does.
+        `long_side` (default the model's input_long_side) is the input's long side."""
         h, w = image.shape[:2]
-        k, nw, nh = self._fit(w, h)
+        k, nw, nh = self._fit(w, h, long_side)
         return self._tensor(shrink(image, nw, nh)), k
 
-    def levelled_input(self, image: np.ndarray, roll: float,
-                       region: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def levelled_input(self, image: np.ndarray, roll: float, region: np.ndarray | None = None,
+                       long_side: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The model input for a BGR image whose scene leans `roll` degrees clockwise, and the 2 x 3
         affine map from input pixels back to image pixels. The image is turned level about its centre,
         then scaled and padded as `letterbox` does. Without a region the window is the image's own size:
@@ -183,7 +218,7 @@ class PlateDetector:
         else:
             pts = np.clip(np.asarray(region, np.float64), 0, (w, h)) @ turn[:2, :2].T + turn[:2, 2]
             lo, span = pts.min(0), np.maximum(pts.max(0) - pts.min(0), 1.0)
-        k, nw, nh = self._fit(span[0], span[1])
+        k, nw, nh = self._fit(span[0], span[1], long_side)
         sx, sy = nw / span[0], nh / span[1]
         forward = np.array([[sx, 0, -sx * lo[0]], [0, sy, -sy * lo[1]], [0, 0, 1]]) @ turn  # image -> input px
         src, warp = image, forward
@@ -195,10 +230,10 @@ class PlateDetector:
                                borderMode=cv2.BORDER_CONSTANT, borderValue=(self.pad_value,) * 3)
         return self._tensor(level), np.linalg.inv(forward)[:2]
 
-    def _fit(self, w: float, h: float) -> tuple[float, int, int]:
+    def _fit(self, w: float, h: float, long_side: int | None = None) -> tuple[float, int, int]:
         """Scale and picture size (before padding) of a w x h window in the model input: its long side
-        at input_long_side, enlarged at most max_upscale."""
-        k = min(self.long_side / max(w, h), self.max_upscale)
+        at `long_side` (default input_long_side), enlarged at most max_upscale."""
+        k = min((long_side or self.long_side) / max(w, h), self.max_upscale)
         return k, max(int(round(w * k)), 1), max(int(round(h * k)), 1)
 
     def _tensor(self, picture: np.ndarray) -> np.ndarray:
@@ -265,6 +300,12 @@ def _clipped_detection(quad: np.ndarray, score: float, W: int, H: int) -> Detect
         return None
     return Detection(box=(float(x1), float(y1), float(x2), float(y2)),
                      corners=tuple((float(px), float(py)) for px, py in quad), score=score)
+
+
+def _merged(dets: list[Detection], iou: float) -> list[Detection]:
+    """Detections of two searches as one list, best score first, a box that overlaps a better one dropped."""
+    boxes = np.array([d.box for d in dets], np.float64).reshape(-1, 4)
+    return [dets[i] for i in _nms(boxes, np.array([d.score for d in dets], np.float64), iou)]
 
 
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from edge.corner_refiner import CornerRefiner
-from edge.detector import PlateDetector
+from edge.detector import CLOSE_UP_SCALE, PlateDetector
 from edge.modelcontract import ModelContractError, read_metadata
 from edge.motion import MotionConfig, MotionGate
 from edge.pipeline import Pipeline
@@ -22,13 +22,15 @@ if TYPE_CHECKING:
 def load_models(models_dir: Path, detector: str = "detector.onnx", recognizer: str = "recognizer.onnx",
                 threads: int = 1, verifier: str = "plate_verifier.onnx",
                 verify_below: float = 0.7,
-                corner_refiner: str = "corner_refiner.onnx") -> tuple[PlateDetector, PlateRecognizer]:
+                corner_refiner: str = "corner_refiner.onnx", close_ups: bool = True,
+                close_up_below: float = 0.4) -> tuple[PlateDetector, PlateRecognizer]:
     """Load the ONNX models through their model contracts; verifier "" leaves the detector without
-    its second look at doubtful boxes, corner_refiner "" with its own corners."""
+    its second look at doubtful boxes, corner_refiner "" with its own corners; close_ups searches a
+    frame with no plate scored >= close_up_below again at a smaller size (edge.detector)."""
     second_look = PlateVerifier(models_dir / verifier, threads=threads) if verifier else None
     refiner = CornerRefiner(models_dir / corner_refiner, threads=threads) if corner_refiner else None
     return (PlateDetector(models_dir / detector, threads=threads, verifier=second_look, verify_below=verify_below,
-                          refiner=refiner),
+                          refiner=refiner, close_up_scale=CLOSE_UP_SCALE if close_ups else 0.0, close_up_below=close_up_below),
             PlateRecognizer(models_dir / recognizer, threads=threads))
 
 
@@ -45,10 +47,12 @@ def build_pipeline(detector: PlateDetector, recognizer: PlateRecognizer, *,
 
 
 def model_files(cfg: EdgeConfig) -> dict:
-    """The config's model files and verifier threshold as load_models keywords (models_dir and
-    threads apart), so `replay --config` and the daemon load the same models."""
+    """The config's model files, verifier threshold and close-up search as load_models keywords
+    (models_dir and threads apart), so `read --config`, `replay --config` and the daemon load the
+    same models."""
     return dict(detector=cfg.models.detector, recognizer=cfg.models.recognizer, verifier=cfg.models.verifier,
-                verify_below=cfg.detection.verify_below, corner_refiner=cfg.models.corner_refiner)
+                verify_below=cfg.detection.verify_below, corner_refiner=cfg.models.corner_refiner,
+                close_ups=cfg.detection.close_ups, close_up_below=cfg.detection.min_score)
 
 
 # config key under models -> the metadata kind its file must have

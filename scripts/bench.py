@@ -160,7 +160,7 @@ def run_worker(spec: WorkerSpec) -> dict:
     if spec.threads == 1:
         cv2.setNumThreads(1)
     from edge.config import DetectionConfig
-    from edge.detector import PlateDetector
+    from edge.detector import CLOSE_UP_SCALE, PlateDetector
     from edge.dispatch import HitDispatcher
     from edge.factory import build_pipeline
     from edge.hits import EvidenceConfig, HitIdentity, Site
@@ -181,7 +181,7 @@ def run_worker(spec: WorkerSpec) -> dict:
     verifier = PlateVerifier(spec.verifier, threads=spec.threads) if spec.verifier else None
     refiner = CornerRefiner(spec.refiner, threads=spec.threads) if spec.refiner else None
     detector = PlateDetector(spec.detector, threads=spec.threads, verifier=verifier, verify_below=dc.verify_below,
-                             refiner=refiner)
+                             refiner=refiner, close_up_scale=CLOSE_UP_SCALE if dc.close_ups else 0.0, close_up_below=dc.min_score)
     recognizer = PlateRecognizer(spec.recognizer, threads=spec.threads)
     pipe = build_pipeline(detector, recognizer, tracking=TrackerConfig(), motion=MotionConfig(),
                           min_score=dc.min_score, min_plate_width=dc.min_plate_width)

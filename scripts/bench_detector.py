@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector_train.sets import ROOT, load_set  # noqa: E402
-from edge.detector import PlateDetector  # noqa: E402
+from edge.detector import CLOSE_UP_SCALE, PlateDetector  # noqa: E402
 from edge.corner_refiner import CornerRefiner  # noqa: E402
 from edge.plate_verifier import PlateVerifier  # noqa: E402
 from edge.recognizer import DEFAULT_REREAD_BELOW, PlateRecognizer  # noqa: E402
@@ -43,12 +44,14 @@ def main(argv=None) -> int:
     ap.add_argument("--verify-below", type=float, default=0.7)
     ap.add_argument("--refiner", type=Path, default=None,
                     help="corner refiner ONNX file (every box's corners from a closer look, as models.corner_refiner)")
+    ap.add_argument("--no-close-ups", action="store_true",
+                    help="no second, smaller search of frames where no plate was found (detection.close_ups: false)")
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.size.lower().split("x"))
     verifier = PlateVerifier(args.verifier, threads=args.threads) if args.verifier else None
     refiner = CornerRefiner(args.refiner, threads=args.threads) if args.refiner else None
     det = PlateDetector(args.model, threads=args.threads, verifier=verifier, verify_below=args.verify_below,
-                        refiner=refiner)
+                        refiner=refiner, close_up_scale=0.0 if args.no_close_ups else CLOSE_UP_SCALE)
     frames = [cv2.resize(cv2.imread(str(s.image)), (w, h)) for s in load_set("ro_dashcam") if s.split == "val"][:20]
     for f in frames[:5]:
         det.detect(f)
@@ -67,6 +70,17 @@ def main(argv=None) -> int:
               f"(score {plain.score_threshold:g}-{args.verify_below:g}) looked at again")
     print(f"detect         median {statistics.median(times):.2f} ms  p90 {times[int(0.9 * len(times))]:.2f} ms  "
           f"min {times[0]:.2f} ms  max {times[-1]:.2f} ms")
+    if det.close_up_scale:
+        # a frame where nothing is found costs the normal search and the close-up search
+        empty = np.full((h, w, 3), 120, np.uint8)
+        bare = []
+        for _ in range(max(args.runs // 2, 5)):
+            t = time.perf_counter()
+            det.detect(empty)
+            bare.append((time.perf_counter() - t) * 1000)
+        searched = sum(not any(d.score >= det.close_up_below for d in det.detect(f)) for f in frames)
+        print(f"close-up search on: {searched} of {len(frames)} frames above found no plate scored >= "
+              f"{det.close_up_below:g}; a frame without plates (grey) median {statistics.median(bare):.2f} ms")
     rec = PlateRecognizer(args.recognizer, threads=args.threads,
                           reread_below=0.0 if args.no_reread else DEFAULT_REREAD_BELOW)
     times, plates = [], 0

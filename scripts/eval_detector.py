@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector_train.augment import cover_quad, warp_plate  # noqa: E402
 from detector_train.sets import DATA, ROOT, SETS, TRAIN_IGNORE, load_set  # noqa: E402
-from edge.detector import PlateDetector  # noqa: E402
+from edge.detector import CLOSE_UP_MIN_WIDTH, CLOSE_UP_SCALE, PlateDetector  # noqa: E402
 from edge.corner_refiner import CornerRefiner  # noqa: E402
 from edge.plate_verifier import PlateVerifier  # noqa: E402
 from edge.types import box_iou as iou  # noqa: E402  (the miners import it from here)
@@ -232,6 +232,8 @@ def main(argv=None) -> int:
                     help="the refiner's level turn takes its angle from the pixels (edge.plate_lean), not the quad")
     ap.add_argument("--pixel-lean-min-width", type=float, default=0.0,
                     help="with --lean-from-pixels: only boxes at least this wide (pixels); narrower keep the quad's angle")
+    ap.add_argument("--no-close-ups", action="store_true",
+                    help="no second, smaller search of frames where nothing scored --score was found")
     ap.add_argument("--refine-first", action="store_true",
                     help="with --verifier and --refiner: refine the corners first, so the verifier looks at the "
                          "refined boxes (default: it looks at the detector's own)")
@@ -255,7 +257,8 @@ def main(argv=None) -> int:
                             pixel_lean_min_width=args.pixel_lean_min_width) \
         if args.refiner else None
     det = PlateDetector(args.model, threads=1, score_threshold=floor, verifier=verifier,
-                        verify_below=args.verify_below, refiner=refiner, refine_first=args.refine_first)
+                        verify_below=args.verify_below, refiner=refiner, refine_first=args.refine_first,
+                        close_up_scale=0.0 if args.no_close_ups else CLOSE_UP_SCALE, close_up_below=args.score)
     tallies: dict[str, Tally] = {}
     for name in args.sets:
         val = [s for s in load_set(name, DATA) if s.split == args.split]
@@ -290,6 +293,9 @@ def main(argv=None) -> int:
               "re-scored as sqrt(score x P(plate))")
     if refiner:
         print(f"corner refiner {args.refiner} (version {refiner.version}): corners of every box refined")
+    if det.close_up_scale:
+        print(f"close-up search: frames where nothing scored >= {args.score:g} searched again at "
+              f"{det.close_up_scale:g} of the input size (boxes >= {CLOSE_UP_MIN_WIDTH:g} of the frame's long side kept)")
     print(f"{'set':16s} {'plates':>6s} {'dets':>6s} {'recall':>7s} {'prec':>7s} {'corner':>7s}")
     out = {}
     wide, unit = f"min_width_{args.min_width:g}", f"unit_min_width_{args.min_width:g}"

@@ -530,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="corner refiner ONNX file (closer look at each box's corners); '' for none")
     ap.add_argument("--recognizer", type=Path, default=ROOT / "models" / "recognizer.onnx")
     ap.add_argument("--threads", type=int, default=1, help="onnxruntime threads per model (1 = the unit default; 0 = all cores)")
+    ap.add_argument("--no-close-ups", action="store_true",
+                    help="no second, smaller search of frames where no plate was found (detection.close_ups: false)")
     ap.add_argument("--min-score", type=float, default=0.4, help="detector score filter (the unit's default)")
     ap.add_argument("--min-plate-width", type=float, default=0.0,
                     help="plate width filter in px (default 0: score the detector on every plate size)")
@@ -552,14 +554,15 @@ def main(argv: list[str] | None = None) -> int:
         if not p.exists():
             raise SystemExit(f"model {p} not found (trained by scripts/train_detector.py / train_recognizer.py)")
 
-    from edge.detector import PlateDetector
+    from edge.detector import CLOSE_UP_SCALE, PlateDetector
     from edge.factory import build_pipeline
     from edge.corner_refiner import CornerRefiner
     from edge.plate_verifier import PlateVerifier
     from edge.recognizer import PlateRecognizer
     verifier = PlateVerifier(verifier_path, threads=args.threads) if verifier_path else None
     refiner = CornerRefiner(refiner_path, threads=args.threads) if refiner_path else None
-    detector = PlateDetector(args.detector, threads=args.threads, verifier=verifier, refiner=refiner)
+    detector = PlateDetector(args.detector, threads=args.threads, verifier=verifier, refiner=refiner,
+                             close_up_scale=0.0 if args.no_close_ups else CLOSE_UP_SCALE, close_up_below=args.min_score)
     recognizer = PlateRecognizer(args.recognizer, threads=args.threads)
     pipeline = build_pipeline(detector, recognizer, min_score=args.min_score, min_plate_width=args.min_plate_width)
 

@@ -288,7 +288,9 @@ def plate_finder():
     """The committed plate detector, used to blur plates the background labels miss."""
     from edge.detector import PlateDetector
 
-    return PlateDetector(ROOT / "models" / "detector.onnx", threads=1, score_threshold=UNLABELLED_PLATE_SCORE)
+    # the close-up search stays off: the videos of a seed must not change with the serving options
+    return PlateDetector(ROOT / "models" / "detector.onnx", threads=1, score_threshold=UNLABELLED_PLATE_SCORE,
+                         close_up_scale=0.0)
 
 
 def dashcam_background(index: int, width: int, height: int, finder=None) -> np.ndarray:

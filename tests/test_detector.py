@@ -282,3 +282,48 @@ def test_int8_copy_finds_the_same_plates_as_the_float_model(detector, shared_dat
             g = _found(got, box)
             same += g is not None and _iou(g.box, r.box) >= 0.8
     assert truth >= 20 and same >= 0.95 * truth, f"{same} of {truth} plates found alike"
+
+
+class _CountingSession:
+    """Delegates to an onnxruntime session and counts the model runs."""
+
+    def __init__(self, session):
+        self.session, self.runs = session, 0
+
+    def run(self, *args, **kwargs):
+        self.runs += 1
+        return self.session.run(*args, **kwargs)
+
+
+def test_close_up_pass_finds_plates_too_large_for_the_normal_search(detector, shared_data):
+    """Real val frames whose plate fills much of the frame (a 460 px Brazilian plate in a 587 px photo,
+    a 295 px US plate in 900 px, a 110 px Spanish plate in 320 px) are missed by the normal search and
+    found by the smaller close-up search that runs when nothing scored >= close_up_below was found."""
+    import csv
+
+    wanted = {("openalpr_us_br", "br_PVX0095.jpg"), ("openalpr_us_br", "us_car19.jpg"), ("uc3m", "01121.jpg")}
+    frames = []
+    for name in ("openalpr_us_br", "uc3m"):
+        with open(shared_data / "detect" / name / "labels.csv", newline="") as f:
+            for r in csv.DictReader(f):
+                if (name, r["image"].split("/")[-1]) in wanted:
+                    box = [float(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")]
+                    frames.append((cv2.imread(str(shared_data / "detect" / name / r["image"])), box))
+    assert len(frames) == 3
+    normal_only = PlateDetector(MODEL, threads=1, close_up_scale=0.0)
+    for img, box in frames:
+        assert _found(normal_only.detect(img), box) is None
+        d = _found(detector.detect(img), box, min_iou=0.7)
+        assert d is not None and d.box[2] - d.box[0] >= 0.2 * max(img.shape[:2])
+
+
+def test_close_up_pass_runs_only_where_no_plate_was_found(shared_data):
+    det = PlateDetector(MODEL, threads=1)
+    det.session = counting = _CountingSession(det.session)
+    path, boxes = _val_frames(shared_data, "ro_dashcam", min_width=50)[0]
+    assert any(d.score >= det.close_up_below for d in det.detect(cv2.imread(str(path))))
+    assert counting.runs == 1
+    assert det.detect(np.full((480, 640, 3), 120, np.uint8)) == []
+    assert counting.runs == 3  # the normal search and the close-up search
+    with pytest.raises(ValueError, match="close_up_scale"):
+        PlateDetector(MODEL, close_up_scale=1.0)

@@ -6,6 +6,7 @@ import yaml
 
 from conftest import MODELS, ROOT
 from edge.config import parse_config
+from edge.detector import CLOSE_UP_SCALE
 from edge.factory import build_pipeline, load_models, model_files, pipeline_settings
 
 EXAMPLE = ROOT / "config" / "edge.example.yaml"
@@ -31,6 +32,18 @@ def test_config_can_switch_off_verifier_and_refiner():
     cfg = _config(verifier="", corner_refiner="")
     detector, _ = load_models(cfg.models.dir, threads=1, **model_files(cfg))
     assert detector.verifier is None and detector.refiner is None
+
+
+def test_close_up_search_follows_the_config():
+    cfg = _config()
+    detector, _ = load_models(cfg.models.dir, threads=1, **model_files(cfg))
+    assert detector.close_up_scale == CLOSE_UP_SCALE and detector.close_up_below == cfg.detection.min_score
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["models"]["dir"] = str(MODELS)
+    data["detection"].update(close_ups=False, min_score=0.55)
+    off = parse_config(data, "edge.yaml")
+    detector, _ = load_models(off.models.dir, threads=1, **model_files(off))
+    assert detector.close_up_scale == 0.0 and detector.close_up_below == 0.55
 
 
 def test_pipeline_takes_the_config_settings():

@@ -80,7 +80,8 @@ def main() -> None:
                     help="val: ignore regions for the evaluation; train: regions the training loss skips")
     args = ap.parse_args()
 
-    det = PlateDetector(args.model, threads=1, score_threshold=args.score)
+    # the normal search only, as when the mined files of the model cards were made
+    det = PlateDetector(args.model, threads=1, score_threshold=args.score, close_up_scale=0.0)
     args.out.mkdir(parents=True, exist_ok=True)
     cands, tiles = [], []
     for name in SETS:

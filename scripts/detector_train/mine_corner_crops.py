@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(ROOT / "scripts"))
     from platesynth import render_plate
 
-    det = PlateDetector(args.model, threads=1, score_threshold=args.score)
+    # the normal search only, as when the mined files of the model cards were made
+    det = PlateDetector(args.model, threads=1, score_threshold=args.score, close_up_scale=0.0)
     painter = TextPainter()
     rng = np.random.default_rng(args.seed)
     crops, targets, dquads, rows = [], [], [], []

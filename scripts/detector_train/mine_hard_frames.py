@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
 
-    det = PlateDetector(args.model, threads=1, score_threshold=args.score)
+    # the normal search only, as when the mined files of the model cards were made
+    det = PlateDetector(args.model, threads=1, score_threshold=args.score, close_up_scale=0.0)
     ignore = json.loads(Path(args.train_ignore).read_text())["sets"] if args.train_ignore else {}
     out: dict[str, dict[str, dict[str, int]]] = {}
     for name in SETS:

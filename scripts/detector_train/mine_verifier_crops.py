@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         from edge.corner_refiner import CornerRefiner
 
         refiner = CornerRefiner(args.refiner, threads=1)
-    det = PlateDetector(args.model, threads=1, score_threshold=args.score, refiner=refiner)
+    # the normal search only, as when the mined files of the model cards were made
+    det = PlateDetector(args.model, threads=1, score_threshold=args.score, refiner=refiner, close_up_scale=0.0)
     ignore = json.loads(TRAIN_IGNORE.read_text())["sets"]
     painter = TextPainter()
     rng = np.random.default_rng(args.seed)
