@@ -59,7 +59,7 @@ class PlateDetector:
     `verifier` re-scores boxes scored under `verify_below`, `refiner` places every returned box's
     corners (see the module docstring); `refine_first` has the verifier look at the refined boxes instead
     of the detector's own (a box cut short across a large plate shows the verifier only part of it);
-    `close_up_scale` (0 = off) and `close_up_below` govern the close-up pass (module docstring).
+    `close_up_scale` (0 = off) and `close_up_below` govern the close-up search (module docstring).
     """
 
     def __init__(self, model_path: str | Path, threads: int = 1, score_threshold: float = 0.3,
