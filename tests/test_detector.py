@@ -315,6 +315,13 @@ def test_close_up_pass_finds_plates_too_large_for_the_normal_search(detector, sh
         assert _found(normal_only.detect(img), box) is None
         d = _found(detector.detect(img), box, min_iou=0.7)
         assert d is not None and d.box[2] - d.box[0] >= 0.2 * max(img.shape[:2])
+    # the close-up search goes the normal search's way through a region of interest and a rolled camera
+    img, box = max(frames, key=lambda f: f[1][2] - f[1][0])  # the Brazilian plate, 460 of 587 px
+    x1, y1, x2, y2 = box
+    lane = [(x1 - 30, y1 - 30), (x2 + 30, y1 - 30), (x2 + 30, y2 + 30), (x1 - 30, y2 + 30)]
+    for kwargs in ({"roi": lane}, {"roll": 4.0}):
+        assert _found(normal_only.detect(img, **kwargs), box) is None
+        assert _found(detector.detect(img, **kwargs), box, min_iou=0.7) is not None, kwargs
 
 
 def test_close_up_pass_runs_only_where_no_plate_was_found(shared_data):
