@@ -295,7 +295,7 @@ class _CountingSession:
         return self.session.run(*args, **kwargs)
 
 
-def test_close_up_pass_finds_plates_too_large_for_the_normal_search(detector, shared_data):
+def test_close_up_search_finds_plates_too_large_for_the_normal_search(detector, shared_data):
     """Real val frames whose plate fills much of the frame (a 460 px Brazilian plate in a 587 px photo,
     a 295 px US plate in 900 px, a 110 px Spanish plate in 320 px) are missed by the normal search and
     found by the smaller close-up search that runs when nothing scored >= close_up_below was found."""
@@ -324,7 +324,7 @@ def test_close_up_pass_finds_plates_too_large_for_the_normal_search(detector, sh
         assert _found(detector.detect(img, **kwargs), box, min_iou=0.7) is not None, kwargs
 
 
-def test_close_up_pass_runs_only_where_no_plate_was_found(shared_data):
+def test_close_up_search_runs_only_where_no_plate_was_found(shared_data):
     det = PlateDetector(MODEL, threads=1)
     det.session = counting = _CountingSession(det.session)
     path, boxes = _val_frames(shared_data, "ro_dashcam", min_width=50)[0]
