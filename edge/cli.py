@@ -75,13 +75,15 @@ def _load_models(args, cfg):
 def cmd_read(args) -> int:
     import cv2
 
+    from edge.factory import pipeline_settings
+
     cfg = _config(args)
     detector, recognizer = _load_models(args, cfg)
-    # what the unit would read: with a config, its region of interest, roll, score and width limits
-    min_score = args.min_score if args.min_score is not None else cfg.detection.min_score if cfg else 0.4
-    roll = args.roll if args.roll is not None else cfg.camera.roll_degrees if cfg else 0.0
-    roi = cfg.camera.roi if cfg else None
-    min_width = cfg.detection.min_plate_width if cfg else 0
+    # what the unit would read: with a config, the pipeline's region of interest, roll, score and width limits
+    unit = pipeline_settings(cfg) if cfg else dict(roi=None, roll=0.0, min_score=0.4, min_plate_width=0)
+    min_score = args.min_score if args.min_score is not None else unit["min_score"]
+    roll = args.roll if args.roll is not None else unit["roll"]
+    roi, min_width = unit["roi"], unit["min_plate_width"]
     paths, problems = _images(args.inputs)
     for problem in problems:
         print(problem, file=sys.stderr)
