@@ -62,6 +62,8 @@ class PlateDetector:
     `close_up_scale` (0 = off) and `close_up_below` govern the close-up search (module docstring).
     """
 
+    kind = "plate_detector"  # the metadata kind its model file must carry
+
     def __init__(self, model_path: str | Path, threads: int = 1, score_threshold: float = 0.3,
                  nms_iou: float = 0.5, max_detections: int = 50, max_upscale: float = 2.0,
                  verifier: PlateVerifier | None = None, verify_below: float = 0.7,
@@ -76,8 +78,8 @@ class PlateDetector:
         if not 0.0 < nms_iou <= 1.0:
             raise ValueError(f"nms_iou must be within (0, 1], got {nms_iou}")
         self.contract = ModelContract.from_onnx(model_path)
-        if self.contract.kind != "plate_detector":
-            raise ModelContractError(f"{model_path}: metadata kind is {self.contract.kind!r}, expected 'plate_detector'")
+        if self.contract.kind != self.kind:
+            raise ModelContractError(f"{model_path}: metadata kind is {self.contract.kind!r}, expected {self.kind!r}")
         c = self.contract
         try:
             self.long_side = int(c.require("input_long_side"))

@@ -55,9 +55,9 @@ def model_files(cfg: EdgeConfig) -> dict:
                 close_ups=cfg.detection.close_ups, close_up_below=cfg.detection.min_score)
 
 
-# config key under models -> the metadata kind its file must have
-_MODEL_KINDS = {"detector": "plate_detector", "recognizer": "plate_recognizer", "verifier": "plate_verifier",
-                "corner_refiner": "corner_refiner"}
+# config key under models -> the metadata kind its file must have (each model class names its own)
+_MODEL_KINDS = {"detector": PlateDetector.kind, "recognizer": PlateRecognizer.kind, "verifier": PlateVerifier.kind,
+                "corner_refiner": CornerRefiner.kind}
 
 
 def model_problems(cfg: EdgeConfig) -> list[str]:

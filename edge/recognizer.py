@@ -170,6 +170,8 @@ def _only_marks_dropped(read: PlateRead, again: PlateRead, on_marks: tuple[bool,
 class PlateRecognizer:
     """Reads plate crops with the ONNX recognizer: text, per-character and overall confidence, top-k."""
 
+    kind = "plate_recognizer"  # the metadata kind its model file carries (edge.factory.model_problems checks it)
+
     def __init__(self, model_path: str | Path, threads: int = 1, *, top_k: int = 5, dutch_grammar: bool = True,
                  ignore_marks: bool = True, reread_below: float = DEFAULT_REREAD_BELOW):
         self.contract = ModelContract.from_onnx(model_path)
