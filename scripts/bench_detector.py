@@ -56,10 +56,11 @@ def main(argv=None) -> int:
     for f in frames[:5]:
         det.detect(f)
     times = []
+    found: dict[int, list] = {}  # each frame's detections, for the close-up line below
     for i in range(args.runs):
         f = frames[i % len(frames)]
         t = time.perf_counter()
-        det.detect(f)
+        found[i % len(frames)] = det.detect(f)
         times.append((time.perf_counter() - t) * 1000)
     times.sort()
     print(f"model {args.model} (version {det.version}), {w}x{h}, intra-op threads {args.threads}, {args.runs} runs")
@@ -78,8 +79,8 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             det.detect(empty)
             bare.append((time.perf_counter() - t) * 1000)
-        searched = sum(not any(d.score >= det.close_up_below for d in det.detect(f)) for f in frames)
-        print(f"close-up search on: {searched} of {len(frames)} frames above found no plate scored >= "
+        searched = sum(not any(d.score >= det.close_up_below for d in dets) for dets in found.values())
+        print(f"close-up search on: {searched} of {len(found)} frames above found no plate scored >= "
               f"{det.close_up_below:g}; a frame without plates (grey) median {statistics.median(bare):.2f} ms")
     rec = PlateRecognizer(args.recognizer, threads=args.threads,
                           reread_below=0.0 if args.no_reread else DEFAULT_REREAD_BELOW)
