@@ -223,13 +223,17 @@ class PlateRecognizer:
         """Per-time-step class probabilities (T x C) for one layout hypothesis."""
         return self._probabilities([(crop, two_row)])[0]
 
+    def model_input(self, hypotheses: list[tuple[np.ndarray, bool]]) -> np.ndarray:
+        """The model's N x 1 x H x W float32 input for (crop, two_row) hypotheses; public so that tools
+        feeding the model directly (int8 calibration) prepare crops exactly as serving does."""
+        h, w = self.contract.input_height, self.contract.input_width
+        lines = np.stack([line_image(crop, h, w, two_row) for crop, two_row in hypotheses])
+        return ((lines.astype(np.float32) * np.float32(1 / 255.0) - self._mean) / self._std)[:, None]
+
     def _probabilities(self, hypotheses: list[tuple[np.ndarray, bool]]) -> list[np.ndarray]:
         """Probabilities for several (crop, two_row) hypotheses from one batched model run: a
         re-read's copies cost less together than one by one."""
-        h, w = self.contract.input_height, self.contract.input_width
-        lines = np.stack([line_image(crop, h, w, two_row) for crop, two_row in hypotheses])
-        x = (lines.astype(np.float32) * np.float32(1 / 255.0) - self._mean) / self._std
-        out = self.session.run(None, {self.input_name: x[:, None]})[0]
+        out = self.session.run(None, {self.input_name: self.model_input(hypotheses)})[0]
         e = np.exp(out - out.max(axis=2, keepdims=True))
         return list(e / e.sum(axis=2, keepdims=True))
 

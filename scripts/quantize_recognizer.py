@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from int8_quantize import quantize_qdq  # noqa: E402
 
-from edge.recognizer import PlateRecognizer, line_image  # noqa: E402
+from edge.recognizer import PlateRecognizer  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 _CAL_SEED_SPACE = 31  # rendered calibration plates: rng [seed, 31, i]; the hold-out uses [seed, 2, i]
@@ -66,18 +66,11 @@ def calibration_crops(rendered: int, real_per_set: int, seed: int) -> list[np.nd
     return crops
 
 
-def model_inputs(rec: PlateRecognizer, crops: list[np.ndarray]) -> np.ndarray:
-    """N x 1 x H x W float32 inputs exactly as serving prepares them (each crop in its first layout)."""
-    c = rec.contract
-    lines = np.stack([line_image(crop, c.input_height, c.input_width, rec.layouts(crop)[0]) for crop in crops])
-    return ((lines.astype(np.float32) / 255.0 - np.float32(c.mean[0])) / np.float32(c.std[0]))[:, None]
-
-
 def quantize(src: Path, dst: Path, crops: list[np.ndarray], batch: int = 32) -> None:
     from onnxruntime.quantization import CalibrationDataReader
 
     rec = PlateRecognizer(src, threads=1)
-    x = model_inputs(rec, crops)
+    x = rec.model_input([(crop, rec.layouts(crop)[0]) for crop in crops])  # each crop in its first layout
 
     class Lines(CalibrationDataReader):
         def __init__(self):
