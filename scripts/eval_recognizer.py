@@ -27,7 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
+from edge.lists.config import ListsConfig  # noqa: E402
+from edge.lists.hashing import normalise_plate  # noqa: E402
+from edge.lists.matcher import MAX_VARIANTS, plate_variants  # noqa: E402
 from edge.recognizer import DEFAULT_REREAD_BELOW, PlateRecognizer  # noqa: E402
+from edge.types import PlateRead  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 TARGETS = {"holdout_exact": 0.99, "eu2_nl_exact": 0.95, "eu2_exact": 0.85, "uc3m_visible_chars": 0.95}
@@ -79,8 +83,39 @@ def _country_line(named: dict) -> str:
             f"({100 * named['wrong'] / n:.1f}%), not named {named['none']}")
 
 
+LOOKALIKE_BELOW = ListsConfig.model_fields["lookalike_below"].default  # the unit's default
+
+
+class MatcherFinds:
+    """Would a list holding the true plate hit on this read? The unit's own variant rule
+    (edge.lists.matcher.plate_variants: the read, its alternatives, then look-alike swaps of doubtful
+    characters), applied to one crop's read as if it were a one-frame passage."""
+
+    def __init__(self) -> None:
+        self.by_type: dict[str, int] = defaultdict(int)
+        self.variants: list[int] = []
+
+    def add(self, read: PlateRead, truth: str) -> None:
+        variants = plate_variants(read.text, read.alternatives, read.country, MAX_VARIANTS,
+                                  read.char_confidences, LOOKALIKE_BELOW)
+        how = dict(variants).get(normalise_plate(truth))
+        self.by_type[how or "missed"] += 1
+        self.variants.append(len(variants))
+
+    def rate(self) -> float:
+        return 1.0 - self.by_type["missed"] / max(len(self.variants), 1)
+
+    def line(self) -> str:
+        n = max(len(self.variants), 1)
+        found = n - self.by_type["missed"]
+        return (f"  a list holding the plate would hit (exact read or the matcher's variants): {found}/{n} = "
+                f"{100 * found / n:.2f}% (exact {self.by_type['exact']}, alternative {self.by_type['alternative']}, "
+                f"look-alike {self.by_type['lookalike']}); variants looked up per read: median "
+                f"{int(np.median(self.variants)) if self.variants else 0}, max {max(self.variants, default=0)}")
+
+
 def eval_real(rec: PlateRecognizer, items: list[tuple[Path, str, str]], errors: list | None = None,
-              named: dict | None = None) -> dict:
+              named: dict | None = None, finds: MatcherFinds | None = None) -> dict:
     per = defaultdict(lambda: [0, 0])
     for path, text, country in items:
         img = cv2.imread(str(path))
@@ -89,6 +124,8 @@ def eval_real(rec: PlateRecognizer, items: list[tuple[Path, str, str]], errors: 
         r = rec.read_crop(img)
         read = r.text
         _count_country(named, country, r.country)
+        if finds is not None:
+            finds.add(r, text)
         ok = read == text
         if not ok and errors is not None:
             errors.append((country, text, read, img))
@@ -98,7 +135,7 @@ def eval_real(rec: PlateRecognizer, items: list[tuple[Path, str, str]], errors: 
 
 
 def eval_holdout(rec: PlateRecognizer, n: int, seed: int, strength: float | None,
-                 errors: list | None = None, named: dict | None = None) -> dict:
+                 errors: list | None = None, named: dict | None = None, finds: MatcherFinds | None = None) -> dict:
     """Rendered plates through degrade(); strength None = the training mix (0.3-1.2, some unreadable)."""
     from platesynth import degrade, render_plate
     from train_recognizer import SYNTH_COUNTRIES
@@ -113,6 +150,8 @@ def eval_holdout(rec: PlateRecognizer, n: int, seed: int, strength: float | None
         r = rec.read_crop(crop)
         read = r.text
         _count_country(named, "" if plate.country == "EU" else plate.country, r.country)
+        if finds is not None:
+            finds.add(r, plate.text)
         ok = read == plate.text
         if not ok and errors is not None:
             errors.append((plate.country, plate.text, read, crop))
@@ -157,13 +196,16 @@ def main(argv=None) -> int:
     eu2_errors: list | None = [] if args.errors else None
     holdout_errors: list | None = [] if args.errors else None
     named = defaultdict(int)
-    per = eval_real(rec, items, eu2_errors, named)
+    finds = MatcherFinds()
+    per = eval_real(rec, items, eu2_errors, named, finds)
     a, n = _total(per)
     print(f"openalpr_eu2 (real two-row EU crops, not trained on): exact {a}/{n} = {100 * a / n:.2f}%")
     print(_country_line(named))
+    print(finds.line())
     for c, (ca, cn) in per.items():
         print(_line(c, ca, cn))
     figures["eu2_exact"] = a / n
+    figures["eu2_list_hit"] = finds.rate()
     figures["eu2_nl_exact"] = per["NL"][0] / per["NL"][1]
 
     root = DATA / "ocr" / "uc3m"
@@ -188,21 +230,27 @@ def main(argv=None) -> int:
     root = DATA / "ocr" / "openalpr_br"
     items = [(root / r["image"], r["text"], "BR") for r in _csv(root / "labels.csv")
              if zlib.crc32(r["text"].encode()) % 5 == 0]
-    per = eval_real(rec, items)
+    finds = MatcherFinds()
+    per = eval_real(rec, items, finds=finds)
     a, n = _total(per)
     print(f"openalpr_br val (split by text): exact {a}/{n} = {100 * a / n:.2f}%")
+    print(finds.line())
     figures["br_val_exact"] = a / n
+    figures["br_val_list_hit"] = finds.rate()
 
     if args.holdout:
         named = defaultdict(int)
-        per = eval_holdout(rec, args.holdout, args.seed, args.holdout_strength, holdout_errors, named)
+        finds = MatcherFinds()
+        per = eval_holdout(rec, args.holdout, args.seed, args.holdout_strength, holdout_errors, named, finds)
         a, n = _total(per)
         print(f"rendered hold-out (seed {args.seed}, damage strength {args.holdout_strength}, half NL, "
               f"40% two-row): exact {a}/{n} = {100 * a / n:.2f}%")
         print(_country_line(named))
+        print(finds.line())
         for c, (ca, cn) in per.items():
             print(_line(c, ca, cn))
         figures["holdout_exact"] = a / n
+        figures["holdout_list_hit"] = finds.rate()
         nl = [v for k, v in per.items() if k.startswith("NL")]
         figures["holdout_nl_exact"] = sum(x for x, _ in nl) / max(sum(y for _, y in nl), 1)
         per = eval_holdout(rec, args.holdout // 2, args.seed + 1, None)
