@@ -12,8 +12,6 @@ import base64
 import json
 import logging
 import os
-import re
-import string
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -24,6 +22,7 @@ import numpy as np
 from pydantic import Field
 
 from edge.configbase import Section
+from edge.topics import render_topic
 from edge.types import Hit, ListMatch
 
 if TYPE_CHECKING:
@@ -32,10 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 SCHEMA_ID = "https://anpr-edge.org/schemas/hit/1.json"
 SCHEMA_VERSION = 1
-TOPIC_FIELDS = ("device", "camera", "list", "agency", "priority")
 ClockSync = Literal["synced", "unsynced", "unknown"]
 _MATCH_RANK = {"exact": 0, "alternative": 1, "lookalike": 2}
-_TOPIC_VALUE_BAD = re.compile(r"[^A-Za-z0-9._-]")
 _MQTT_MAX_PAYLOAD = 268_435_455  # MQTT's largest remaining length: no message can be larger
 _LOWER_QUALITIES = (70, 50, 30)  # JPEG qualities tried, in order, below the configured one, for a hit too large
 _MIN_FRAME_WIDTH = 160  # a too-large hit's frame is halved down to this width (pixels) before it is left out
@@ -85,10 +82,6 @@ class OutgoingHit:
         return encode_hit(self.message)
 
 
-class TopicTemplateError(ValueError):
-    """A topic template names an unknown field or contains MQTT wildcards."""
-
-
 def new_hit_id(now_ms: int | None = None) -> str:
     """A UUIDv7 (RFC 9562): 48-bit Unix milliseconds then 74 random bits, so ids sort by time."""
     ms = int(time.time() * 1000) if now_ms is None else int(now_ms)
@@ -98,39 +91,6 @@ def new_hit_id(now_ms: int | None = None) -> str:
     value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def check_topic_template(template: str) -> str:
-    """Validate a topic template; returns it unchanged or raises TopicTemplateError naming the problem."""
-    if not template:
-        raise TopicTemplateError("topic template is empty")
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as e:
-        raise TopicTemplateError(f"topic template {template!r} is malformed: {e}") from None
-    unknown = sorted({f for f in fields if f not in TOPIC_FIELDS})
-    if unknown:
-        raise TopicTemplateError(
-            f"topic template {template!r} uses unknown field(s) {unknown}; allowed: {list(TOPIC_FIELDS)}")
-    literal = string.Formatter().vformat(template, (), {f: "x" for f in TOPIC_FIELDS})
-    if "+" in literal or "#" in literal:
-        raise TopicTemplateError(f"topic template {template!r} contains an MQTT wildcard (+ or #)")
-    if literal.startswith("$"):
-        raise TopicTemplateError(f"topic template {template!r} must not start with '$' (reserved topics)")
-    return template
-
-
-def _topic_value(value: object) -> str:
-    """Make a value safe as (part of) one topic level: no '/', no wildcards, never empty."""
-    return _TOPIC_VALUE_BAD.sub("_", str(value)) or "_"
-
-
-def render_topic(template: str, *, device: str, camera: str, match: ListMatch) -> str:
-    """Fill a topic template for one list match."""
-    check_topic_template(template)
-    return template.format(device=_topic_value(device), camera=_topic_value(camera),
-                           list=_topic_value(match.list_id), agency=_topic_value(match.agency),
-                           priority=_topic_value(match.priority))
 
 
 def _utc_iso(t: datetime) -> str:
@@ -324,16 +284,18 @@ def encode_hit(message: dict) -> bytes:
 
 def route_hit(hit: Hit, identity: HitIdentity, versions: dict, evidence: EvidenceConfig,
               default_template: str) -> list[OutgoingHit]:
-    """Split a hit by destination topic (a list's own template, or the default) and build each message.
+    """Split a hit by destination topic (a list's own template, or the default) and agency; build each message.
 
-    Matches that land on the same topic share one message; each message has its own hit id.
+    Matches of one agency that land on the same topic share one message; each message has its own hit
+    id. Agencies never share a message, even on one topic (a template without {agency}), so a message
+    names only its own agency's lists.
     """
-    groups: dict[str, list[ListMatch]] = {}
+    groups: dict[tuple[str, str], list[ListMatch]] = {}
     for m in hit.matches:
         topic = render_topic(m.topic or default_template, device=identity.device, camera=identity.camera, match=m)
-        groups.setdefault(topic, []).append(m)
+        groups.setdefault((topic, m.agency), []).append(m)
     out = []
-    for topic, matches in groups.items():
+    for (topic, _agency), matches in groups.items():
         sub = Hit(passage=hit.passage, matches=tuple(matches), extra=hit.extra)
         msg = build_hit_message(sub, identity, versions, evidence)
         out.append(OutgoingHit(topic=topic, hit_id=msg["hit_id"], message=msg))

@@ -45,8 +45,9 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import Field, field_validator, model_validator
 
 from edge.configbase import Section
-from edge.hits import check_topic_template, without_evidence
+from edge.hits import without_evidence
 from edge.outbox import Outbox, OutboxItem
+from edge.topics import check_topic_template
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.hits import (EvidenceConfig, HitIdentity, Site, TopicTemplateError, _evidence_steps, _EvidenceStep,
-                       build_hit_message, check_topic_template, encode_hit, enqueue_hit, new_hit_id, render_topic,
-                       route_hit, without_evidence)
+from edge.hits import (EvidenceConfig, HitIdentity, Site, _evidence_steps, _EvidenceStep, build_hit_message,
+                       encode_hit, enqueue_hit, new_hit_id, route_hit, without_evidence)
 from edge.outbox import Outbox
+from edge.topics import TopicTemplateError, check_topic_template, render_topic
 from edge.types import Hit, ListMatch, Passage
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "docs" / "hit.schema.json").read_text())
@@ -146,6 +146,19 @@ def test_routing_splits_by_agency_topic_and_keeps_lists_apart():
     assert len({o.hit_id for o in out}) == 2
     assert all(validate(o.message, SCHEMA) == [] for o in out)
     assert json.loads(out[0].payload())["hit_id"] == out[0].hit_id
+
+
+def test_agencies_never_share_a_message_even_on_one_topic():
+    """A default template without {agency} (allowed by the config) must not put one agency's lists in
+    another agency's message."""
+    hit = Hit(make_passage(), (make_match("L-a", "politie", priority=9), make_match("L-b", "douane", priority=5),
+                               make_match("L-c", "politie", priority=7)))
+    out = route_hit(hit, IDENT, VERSIONS, EvidenceConfig(), "anpr/{device}/hits")
+    assert [o.topic for o in out] == ["anpr/unit-7/hits"] * 2 and len({o.hit_id for o in out}) == 2
+    by_agency = {o.message["matches"][0]["agency"]: o.message for o in out}
+    assert {a: [m["list_id"] for m in msg["matches"]] for a, msg in by_agency.items()} == {
+        "politie": ["L-a", "L-c"], "douane": ["L-b"]}
+    assert all({m["agency"] for m in msg["matches"]} == {a} for a, msg in by_agency.items())
 
 
 def test_topic_templates_are_checked_and_values_sanitised():

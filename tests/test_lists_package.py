@@ -218,6 +218,15 @@ def test_signed_but_malformed_package_is_rejected_not_raised(fleet, caplog):
         + header + b"\0" * 16
     _rejected(store, body + sk.sign(body), "corrupt", caplog)
     _assert_still_good(store, fleet, st.version, 0)
+    # a list whose topic template the unit could not fill (from a central that did not check it): the
+    # first hit on it would have raised in the dispatcher; the package is refused instead
+    bad_topic = tuple(d.model_copy(update={"topic": "anpr/{plate}/hits"}) if i == 0 else d
+                      for i, d in enumerate(st.lists))
+    blob = seal(encode_snapshot(SnapshotPayload(b"k" * 32, bad_topic, st.tags, st.entries)), kind="snapshot",
+                version=st.version + 1, seq=0, recipients=fleet.central.devices(), signing_key=sk)
+    _rejected(store, blob, "corrupt", caplog)
+    assert "unknown field(s) ['plate']" in caplog.text
+    _assert_still_good(store, fleet, st.version, 0)
 
 
 def test_damaged_cache_does_not_brick_start_up(fleet, caplog):

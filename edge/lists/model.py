@@ -13,6 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge.topics import check_topic_template
+
 CATEGORIES = (
     "fine", "tax_debt", "stolen_vehicle", "stolen_plate", "warrant", "driving_ban",
     "area_ban", "mobile_banditry", "cargo_theft", "observation",
@@ -82,6 +84,12 @@ class ListDef(BaseModel):
     timezone: str = Field("Europe/Amsterdam", description="IANA time zone of the active windows.")
     windows: tuple[TimeWindow, ...] = Field((), description="Weekly active windows; empty = always.")
     expires: datetime | None = Field(None, description="After this instant the list produces no hits.")
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_template(cls, v: str) -> str:
+        """A bad template is refused where the list is defined, not at its first hit."""
+        return check_topic_template(v) if v else v
 
     @field_validator("timezone")
     @classmethod
