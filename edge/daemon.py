@@ -61,6 +61,7 @@ class Daemon:
         self.outbox: Outbox | None = None
         self._live_lists: dict[str, str] | None = None  # list id -> name, for activation audit entries
         self._list_version = 0
+        self._status_write_failing = False  # logged once per failure streak, not every 2 s
 
     # ----- signals -------------------------------------------------------------------------
     def request_stop(self, *_args) -> None:
@@ -275,7 +276,7 @@ class Daemon:
                 self.watchdog.tick()
                 if time.monotonic() - last_status >= 2.0:
                     self._audit_lists()
-                    self._write_status()
+                    self._write_status_safely()
                     last_status = time.monotonic()
         finally:
             notify("STOPPING=1")
@@ -290,10 +291,20 @@ class Daemon:
         return 0
 
     def _write_status_safely(self) -> None:
+        """The status file is for people and `anpr-edge status`; failing to write it (a full disk) must not
+        stop plate reading or hit delivery, and is logged once until it works again."""
+        path = self.cfg.device.state_dir / STATUS_FILE
         try:
             self._write_status()
         except OSError as e:
-            log.warning("cannot write status file: %s", e)
+            if not self._status_write_failing:
+                log.warning("cannot write status file %s: %s; plates are still read and hits sent", path,
+                            e.strerror or e)
+            self._status_write_failing = True
+        else:
+            if self._status_write_failing:
+                log.info("status file %s written again", path)
+            self._status_write_failing = False
 
     def _drain(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -274,3 +274,45 @@ def test_the_cameras_roll_reaches_the_running_pipeline(unit, broker):
     finally:
         daemon.request_stop()
         thread.join(30)
+
+
+def test_a_status_file_that_cannot_be_written_does_not_stop_the_unit(unit, broker, caplog):
+    """A full disk made the main loop's status write raise and the daemon exit; reading plates and
+    sending hits matter more than the status file, whose trouble is logged once with its path."""
+    import logging
+    import threading
+
+    from edge.config import load_config
+    from edge.daemon import Daemon
+
+    unit.publish(unit.build_lists(DEMO / "demo_list.csv"))
+    path = unit.write_config(camera={"loop": True, "fps": 25})
+    caplog.set_level(logging.INFO, logger="edge.daemon")
+    daemon = Daemon(load_config(path), path)
+    result = []
+    thread = threading.Thread(target=lambda: result.append(daemon.run()), daemon=True)
+    thread.start()
+    status = unit.state_dir / "status.json"
+    try:
+        deadline = time.monotonic() + 60
+        while not unit.status().get("frames", 0) > 10:
+            assert thread.is_alive() and time.monotonic() < deadline, caplog.text[-3000:]
+            time.sleep(0.2)
+        status.unlink()
+        status.mkdir()  # now every write of the status file fails with an OSError, as on a full disk
+        frames = daemon.pipeline.stats.frames
+        deadline = time.monotonic() + 60
+        while not (daemon.pipeline.stats.frames > frames + 100):  # 4 s at 25 fps: two status writes at least
+            assert thread.is_alive() and time.monotonic() < deadline, caplog.text[-3000:]
+            time.sleep(0.2)
+        assert caplog.text.count(f"cannot write status file {status}") == 1
+        status.rmdir()
+        deadline = time.monotonic() + 30
+        while not status.is_file():
+            assert thread.is_alive() and time.monotonic() < deadline, caplog.text[-3000:]
+            time.sleep(0.2)
+        assert f"status file {status} written again" in caplog.text
+    finally:
+        daemon.request_stop()
+        thread.join(30)
+    assert result == [0]
