@@ -216,6 +216,14 @@ def _resolve_paths(model: Section, base: Path) -> Section:
     return model.model_copy(update=updates) if updates else model
 
 
+def _line_of_offset(path: Path, offset: int) -> int:
+    """1-based line number of a byte offset in a file (for errors about its raw bytes)."""
+    try:
+        return path.read_bytes()[:offset].count(b"\n") + 1
+    except OSError:
+        return 0
+
+
 def load_config(path: str | Path) -> EdgeConfig:
     """Read and validate a YAML config file; raises ConfigError with every problem listed."""
     path = Path(path)
@@ -225,6 +233,10 @@ def load_config(path: str | Path) -> EdgeConfig:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
+    except UnicodeDecodeError as e:  # e.g. saved as Latin-1 by an editor: name the spot, not a traceback
+        line = _line_of_offset(path, e.start)
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                          f"{e.start}); save the file as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

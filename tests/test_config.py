@@ -160,6 +160,15 @@ def test_yaml_syntax_error_names_line(tmp_path):
         load_config(bad)
 
 
+def test_a_config_not_in_utf8_names_line_and_byte(tmp_path):
+    """An editor that saved the file as Latin-1 gave a UnicodeDecodeError traceback, and on SIGHUP
+    stopped the daemon; it is a config error like any other."""
+    bad = tmp_path / "edge.yaml"
+    bad.write_bytes("device:\n  id: unit-1\nsite:\n  road: 'Stra\u00dfe'\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"edge.yaml: line 4: not UTF-8 text \(byte 0xdf at offset 40\)"):
+        load_config(bad)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")

@@ -71,6 +71,9 @@ def test_bad_header_and_list_file(fleet, tmp_path):
     (tmp_path / "tz.yaml").write_text(LISTS_YAML.replace("2026-01-01T00:00:00Z", "2026-01-01T00:00:00"))
     with pytest.raises(CentralError, match="time zone"):
         fleet.central.build(tmp_path / "tz.yaml", tmp_path / "plates.csv")
+    (tmp_path / "latin1.yaml").write_bytes(LISTS_YAML.replace("Politie", "Polizei Stra\u00dfe").encode("latin-1"))
+    with pytest.raises(CentralError, match=r"latin1.yaml: not UTF-8 text \(byte 0xdf"):
+        fleet.central.build(tmp_path / "latin1.yaml", tmp_path / "plates.csv")
     (tmp_path / "topic.yaml").write_text(LISTS_YAML.replace('topic: "anpr/urgent/{device}"', 'topic: "anpr/{plate}"'))
     with pytest.raises(CentralError, match=r"lists\.0\.topic: .*unknown field\(s\) \['plate'\]"):
         fleet.central.build(tmp_path / "topic.yaml", tmp_path / "plates.csv")

@@ -298,6 +298,9 @@ def load_list_file(path: Path) -> tuple[ListDef, ...]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise CentralError(f"{path}: cannot read lists file: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise CentralError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}); "
+                           "save the file as UTF-8") from None
     except yaml.YAMLError as e:
         raise CentralError(f"{path}: not valid YAML: {e}") from None
     try:
