@@ -172,6 +172,10 @@ def test_key_file_errors(tmp_path):
     with pytest.raises(keys.KeyFileError, match="expected a X25519"):
         keys.load_device_key(tmp_path / "s.key")
     assert (tmp_path / "s.key").stat().st_mode & 0o077 == 0
+    (tmp_path / "d.key.tmp").write_bytes(b"")  # left over by a crash, readable by everyone
+    (tmp_path / "d.key.tmp").chmod(0o644)
+    keys.generate_device_key(tmp_path / "d.key", tmp_path / "d.pub")
+    assert (tmp_path / "d.key").stat().st_mode & 0o777 == 0o600 and not (tmp_path / "d.key.tmp").exists()
     (tmp_path / "junk.pub").write_text("hello\n")
     with pytest.raises(keys.KeyFileError, match="no PEM public key"):
         keys.load_trusted_signers(tmp_path / "junk.pub")

@@ -35,8 +35,10 @@ def key_id(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
 def _write(path: Path, data: bytes, private: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    mode = 0o600 if private else 0o644
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
+        os.fchmod(fd, mode)  # a temporary file left over by a crash keeps its old mode otherwise
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
